@@ -1,0 +1,40 @@
+# The two set-up commands are `make demo` and `make test`; both install what
+# they need (system packages when run as root, a virtualenv in .venv).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+
+.PHONY: setup demo test bench lint sample-config guest-zipapp clean
+
+setup: $(VENV)/.installed .system-deps
+
+.system-deps: scripts/install-system-deps.sh
+	bash scripts/install-system-deps.sh
+	@touch $@
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	@touch $@
+
+demo: setup
+	$(VENV)/bin/nfvha demo
+
+test: setup
+	$(VENV)/bin/pytest -q -ra
+
+bench: setup
+	$(PY) bench/run.py
+
+lint: setup
+	$(VENV)/bin/ruff check nfvha tests bench
+
+sample-config: setup
+	$(VENV)/bin/oslo-config-generator --namespace nfvha --output-file etc/nfvha/nfvha.conf.sample
+
+guest-zipapp: setup
+	$(PY) scripts/build_guest_zipapp.py -o dist/nfvha-guest.pyz
+
+clean:
+	rm -rf $(VENV) .system-deps build dist *.egg-info

@@ -1,0 +1,111 @@
+"""The `nfvha` command: one entry point, a subcommand per role. Wiring only."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from nfvha import __version__
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config-file", action="append", default=[], metavar="PATH",
+                   help="oslo.config INI file (repeatable); see etc/nfvha/nfvha.conf.sample")
+    p.add_argument("--debug", action="store_true", help="log at DEBUG level")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nfvha", description="VM high availability from the inside out.")
+    parser.add_argument("--version", action="version", version=f"nfvha {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("demo", help="controller, compute agent and guests in one go; "
+                       "faults injected, detection times shown")
+    _add_common(p)
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.add_argument("--guests", type=int, default=5)
+    p.add_argument("--interval-ms", type=int, default=250, help="guest heartbeat interval")
+    p.add_argument("--rounds", type=int, default=3, help="repeat the fault sequence N times")
+
+    p = sub.add_parser("all-in-one", help="controller + compute agent in one process "
+                       "(in-process bus, SQLite) for one host with plain QEMU/libvirt")
+    _add_common(p)
+    p.add_argument("--instances-dir", help="directory of QEMU chardev sockets")
+    p.add_argument("--api", metavar="HOST:PORT", help="REST API address")
+    p.add_argument("--db", metavar="URL", help="SQLAlchemy URL (default from config)")
+
+    p = sub.add_parser("controller", help="run the controller (store, reporters, REST API)")
+    _add_common(p)
+    p.add_argument("--api", metavar="HOST:PORT")
+    p.add_argument("--db", metavar="URL")
+
+    p = sub.add_parser("compute", help="run the compute agent (heartbeats local instances)")
+    _add_common(p)
+    p.add_argument("--instances-dir")
+
+    p = sub.add_parser("guest", help="run the in-VM guest agent (same as nfvha-guest)",
+                       add_help=False)
+    p.add_argument("args", nargs=argparse.REMAINDER)
+
+    for name, what in (("status", "instances and their heartbeat state"),
+                       ("events", "fault events and their deliveries")):
+        p = sub.add_parser(name, help=f"show {what} (from the REST API)")
+        p.add_argument("--api", default="127.0.0.1:8780", metavar="HOST:PORT")
+        p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("bench", help="run the benchmarks (same as make bench)")
+    p.add_argument("args", nargs=argparse.REMAINDER)
+
+    try:
+        from nfvha.verify import cli as verify_cli
+    except ImportError:
+        verify_cli = None
+    if verify_cli is not None:
+        verify_cli.add_parser(sub)
+    return parser
+
+
+def _setup_logging(debug: bool, quiet: bool = False) -> None:
+    # The demo prints its own table; the services' warnings (the very faults
+    # it injects) would only interleave with it.
+    level = logging.DEBUG if debug else (logging.ERROR if quiet else logging.INFO)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cmd = args.command
+    if cmd == "guest":
+        from nfvha.guest.cli import main as guest_main
+        return guest_main(args.args)
+    if cmd == "verify":
+        from nfvha.verify import cli as verify_cli
+        return verify_cli.run(args)
+    if cmd in ("status", "events"):
+        from nfvha.cli.show import show
+        return show(cmd, args.api, args.json)
+    if cmd == "bench":
+        from nfvha.cli.bench import run_bench
+        return run_bench(args.args)
+
+    from nfvha.cli import services
+    conf = services.load_conf(args.config_file)
+    if cmd == "demo":
+        _setup_logging(args.debug, quiet=True)
+        from nfvha.demo.run import run_demo
+        return asyncio.run(run_demo(conf, guests=args.guests, interval_ms=args.interval_ms,
+                                    rounds=args.rounds, as_json=args.json))
+    _setup_logging(args.debug)
+    runner = {"all-in-one": services.run_all_in_one, "controller": services.run_controller,
+              "compute": services.run_compute}[cmd]
+    try:
+        return asyncio.run(runner(conf, args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

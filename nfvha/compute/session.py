@@ -1,0 +1,304 @@
+"""One instance's heartbeat channel: bytes <-> the host state machine.
+
+Rules that bind this file:
+- All protocol decisions are made by ``nfvha.protocol.host.step``; this
+  class only moves bytes, keeps one timer on the machine's deadline, and
+  hands the outputs on (to the agent: bus, outbox, observers).
+- The guest is untrusted and must not cost its neighbours anything that
+  shows: reads are at most READ_SIZE bytes (a bounded amount of parsing per
+  loop turn), a byte budget pauses reading when exceeded, decoded messages
+  beyond ``rate_limit_per_s`` are dropped and counted (with at most one nack
+  a second), writes to a guest that does not read are dropped past a small
+  buffer, and no exception ever leaves a callback.
+- An asyncio (buffered) Protocol, not streams: no task per guest, so a
+  thousand sessions fit in one loop on one core.
+- OPNFV single-port mode (``agent.single_port``): every frame is a base
+  layer v2 envelope; the server-group session machine splits them by
+  ``dest_addr`` — ``cgcs.heartbeat`` to the heartbeat machine (whose
+  messages go out wrapped the same way), ``cgcs.server_grp`` to the
+  controller like a messaging channel's, with ``source_instance`` = this
+  instance's uuid.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from nfvha.compute.channel import GuestChannel
+from nfvha.compute.ratelimit import Every, TokenBucket
+from nfvha.compute.samples import Samples
+from nfvha.protocol import heartbeat as hb
+from nfvha.protocol import host
+from nfvha.protocol import servergroup as sg
+from nfvha.protocol.framing import FrameError, LineDecoder
+
+if TYPE_CHECKING:
+    from nfvha.compute.agent import ComputeAgent
+
+LOG = logging.getLogger(__name__)
+
+READ_SIZE = 4096  # bytes per read: bounds the parsing one guest causes per loop turn
+BYTE_BUDGET_PER_S = 64 * 1024  # a healthy guest sends ~100 B per interval
+WRITE_HIGH_WATER = 16 * 1024  # a guest that does not read gets no more than this queued
+SAMPLES = 1024  # round-trip samples kept per session (~100 s at 100 ms)
+
+
+class InstanceSession(GuestChannel):
+    """The protocol object of one instance; reused across reconnections, so
+    the machine state (and its registration) survives a channel flap."""
+
+    def __init__(self, agent: ComputeAgent, instance_uuid: str, path: str,
+                 config: host.HostConfig, rate_limit_per_s: int) -> None:
+        super().__init__(READ_SIZE, BYTE_BUDGET_PER_S, WRITE_HIGH_WATER)
+        self.label = f"instance {instance_uuid}"
+        self.agent = agent
+        self.uuid = instance_uuid
+        self.path = path
+        now = time.monotonic()
+        self.state = host.initial(config, nonce_seed=int.from_bytes(os.urandom(8), "big"))
+        # single-port: the server-group machine sees every frame first
+        self.sg_state: sg.SessionState | None = None
+        if getattr(agent, "single_port", False):
+            self.sg_state = sg.session(replace(agent.messaging_config, instance=instance_uuid))
+        self._max_msg = hb.MAX_MSG if self.sg_state is None else sg.MAX_MSG
+        self.decoder = LineDecoder(self._max_msg)
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_when: float | None = None  # the machine's deadline the timer serves
+        self._timer_at: float | None = None  # when the timer actually fires (with spread)
+        self._timer_early = False  # the timer feeds Tick(early=True): re-phasing
+        self._messages = TokenBucket(rate_limit_per_s, rate_limit_per_s, now)
+        self._nack_every = Every(1.0)
+        self._log_every = Every(1.0)
+        # figures for stats() and benchmarks
+        self.rtt_ms = Samples(SAMPLES)
+        self.late_ms = Samples(SAMPLES)  # how late challenges left after their timer was due
+        # a vote/notice asked of the guest: the one pending, and the one being asked
+        self._action: asyncio.Future[host.ActionResult] | None = None
+        self._asking: asyncio.Future[host.ActionResult] | None = None
+        self.counters.update(dropped=0, nacks=0, faults=0)
+
+    # -- asyncio protocol callbacks ------------------------------------------------
+    def _on_connected(self) -> None:
+        self.decoder = LineDecoder(self._max_msg)
+        self._feed(host.Connected())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self._cancel_timer()
+        self._reads.cancel()
+        if self.closing:
+            return
+        try:
+            now = time.monotonic()
+            for err in self.decoder.close():
+                self._step(host.Malformed(err.reason), now)
+            self._step(host.Disconnected(), now)
+        except Exception:
+            self._internal_error("disconnect")
+        self.agent._session_closed(self)
+
+    # -- input -----------------------------------------------------------------------
+    def _on_bytes(self, data: bytes, now: float) -> None:
+        for item in self.decoder.feed(data):
+            if not self._messages.take(now):
+                self.counters["dropped"] += 1
+                self._rate_limited(now)
+                continue
+            if self.sg_state is not None:
+                self._sg_step(sg.Malformed(item.reason) if isinstance(item, FrameError)
+                              else sg.Received(item), now)
+            elif isinstance(item, FrameError):
+                self._step(host.Malformed(item.reason), now)
+            else:
+                self._step(host.Received(item), now)
+            if self.transport is None:
+                break
+
+    def _rate_limited(self, now: float) -> None:
+        if not self._nack_every.due(now):
+            return
+        reg = self.state.registration
+        # The nack's sequence number is the machine's own counter, so the guest
+        # sees one sequence from us; nothing else of the state changes.
+        seq = (self.state.sequence + 1) & hb.UINT32_MAX
+        self.state = replace(self.state, sequence=seq)
+        self._write(hb.build_nack(sequence=seq, invocation_id=reg.invocation_id if reg else 0,
+                                  log_msg="rate limited: input dropped"))
+        self.counters["nacks"] += 1
+        LOG.warning("instance %s exceeds %s messages/s: input dropped",
+                    self.uuid, self._messages.rate)
+
+    # -- single-port: the base layer in front of the heartbeat machine -----------------
+    def _sg_step(self, event: Any, now: float) -> None:
+        assert self.sg_state is not None
+        self.sg_state, outputs = sg.session_step(self.sg_state, event, now)
+        for out in outputs:
+            if isinstance(out, sg.ToHeartbeat):
+                self._step(host.Received(out.msg), now)
+            elif isinstance(out, sg.Send):
+                self._write_raw(out.msg)
+            elif isinstance(out, sg.ToController):
+                messaging = getattr(self.agent, "messaging", None)
+                if messaging is not None:
+                    messaging.relay(self.uuid, out)
+            elif isinstance(out, sg.Violation):
+                self.counters["violations"] += 1
+                self._log_violation(out.reason, now)
+
+    def deliver(self, app: dict[str, Any]) -> bool:
+        """Single-port: a server-group message from the controller to the guest."""
+        if self.sg_state is None or self.transport is None or self._write_paused:
+            self.counters["write_dropped"] += 1
+            return False
+        self._sg_step(sg.Deliver(app), time.monotonic())
+        return True
+
+    # -- the machine -------------------------------------------------------------------
+    def _feed(self, event: Any) -> None:
+        self._step(event, time.monotonic())
+
+    def _step(self, event: Any, now: float) -> None:
+        before = self.state.phase
+        self.state, outputs, deadline = host.step(self.state, event, now)
+        # A (re)registration starts a new challenge rhythm. Guests that register
+        # together (agent restart, benchmark start) would all be challenged in
+        # the same instant every interval; an early Tick at a random point of
+        # the first interval moves each one's phase. Early, not late: the
+        # machine sends the next challenge then only if the first was already
+        # answered (Tick(early=True)), so no interval grows and a hang right
+        # after registering is still declared within 3 intervals.
+        spread = before in (host.WAITING, host.DISABLED) and self.state.phase == host.ENABLED
+        observed = bool(self.agent._observers)
+        for out in outputs:
+            kind = type(out)
+            if kind is host.Send:
+                self._write(out.msg)
+            elif kind is host.RoundTrip:
+                self.rtt_ms.append(out.ms)
+            else:
+                if kind is host.Violation:
+                    self.counters["violations"] += 1
+                    self._log_violation(out.reason, now)
+                elif kind is host.Fault:
+                    self.counters["faults"] += 1
+                elif kind is host.ActionResult:
+                    self._action_result(out)
+                self.agent._output(self, out, now)
+                continue
+            if observed:  # the hot path (challenges, answers) skips the agent unless watched
+                self.agent._output(self, out, now)
+        self._arm(deadline, spread)
+
+    def _arm(self, deadline: float | None, spread: bool = False) -> None:
+        if deadline == self._timer_when and self._timer is not None and not spread:
+            return
+        self._cancel_timer()
+        if deadline is not None:
+            at = deadline
+            reg = self.state.registration
+            if spread and reg is not None and self.state.challenged_at is not None \
+                    and self.state.action is None:
+                at = self.state.challenged_at + random.random() * reg.interval_ms / 1000.0
+                self._timer_early = True
+            self._timer_when = deadline
+            self._timer_at = at
+            self._timer = asyncio.get_running_loop().call_at(at, self._on_timer)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_early = False
+        self._timer = None
+        self._timer_when = None
+        self._timer_at = None
+
+    def _on_timer(self) -> None:
+        due = self._timer_at
+        early, self._timer_early = self._timer_early, False
+        self._timer = None
+        self._timer_when = None
+        self._timer_at = None
+        try:
+            now = time.monotonic()
+            if due is not None and now >= due and not early:
+                self.late_ms.append((now - due) * 1000.0)
+            self._step(host.Tick(early=early), now)
+        except Exception:
+            self._internal_error("timer")
+
+    # -- output ------------------------------------------------------------------------
+    def _write(self, msg: dict[str, Any]) -> None:
+        if self.sg_state is not None:  # single-port: heartbeat inside the base layer
+            msg = sg.wrap(msg, dest_addr=sg.ADDR_HEARTBEAT, source_addr=sg.ADDR_HEARTBEAT)
+        self._write_raw(msg)
+
+    def _log_violation(self, reason: str, now: float) -> None:
+        if self._log_every.due(now):
+            more = self._log_every.take_suppressed()
+            LOG.warning("instance %s: %s%s", self.uuid, reason,
+                        f" (+{more} more since last report)" if more else "")
+
+    # -- votes and notices ---------------------------------------------------------------
+    def notify_action(self, event_type: str, notification_type: str = "revocable",
+                      timeout_ms: int | None = None) -> asyncio.Future[host.ActionResult]:
+        """Asks (revocable) or tells (irrevocable) the guest about an action;
+        the future gets the machine's ActionResult."""
+        fut: asyncio.Future[host.ActionResult] = asyncio.get_running_loop().create_future()
+        if self.closing:
+            fut.set_result(host.ActionResult(event_type, notification_type, "unknown",
+                                             "instance no longer served here"))
+            return fut
+        self._asking = fut  # a refusal comes back within this very step
+        try:
+            self._step(host.NotifyAction(event_type, notification_type, timeout_ms),
+                       time.monotonic())
+        finally:
+            self._asking = None
+        if not fut.done():
+            self._action = fut
+        return fut
+
+    def _action_result(self, out: host.ActionResult) -> None:
+        fut = self._asking
+        if fut is None:
+            fut, self._action = self._action, None
+        if fut is not None and not fut.done():
+            fut.set_result(out)
+
+    # -- control -----------------------------------------------------------------------
+    def end_action(self, why: str) -> None:
+        """A pending action ends now as "unknown" (we stop asking)."""
+        fut, self._action = self._action, None
+        if fut is not None and not fut.done():
+            action = self.state.action
+            fut.set_result(host.ActionResult(
+                action.event_type if action else "", action.notification_type if action else "",
+                "unknown", why))
+
+    def close(self) -> None:
+        """Stop without reporting anything (agent stopping or instance gone)."""
+        self.end_action("instance no longer served here")
+        self.closing = True
+        self._cancel_timer()
+        self._reads.cancel()
+        if self.transport is not None:
+            self.transport.abort()
+
+    def record(self) -> dict[str, Any]:
+        """This instance as the controller's `instance_state` / `hello` expect it."""
+        s = self.state
+        reg = s.registration
+        rec = {"instance_uuid": self.uuid, "state": s.phase, "health": s.health,
+               "interval_ms": reg.interval_ms if reg else None,
+               "corrective_action": reg.corrective_action if reg else None,
+               "name": reg.name if reg else None}
+        if reg is not None:  # what bounds a vote or notice (the controller waits that long)
+            rec.update(vote_secs=reg.vote_secs, shutdown_notice_secs=reg.shutdown_notice_secs,
+                       suspend_notice_secs=reg.suspend_notice_secs,
+                       resume_notice_secs=reg.resume_notice_secs, restart_secs=reg.restart_secs)
+        return rec

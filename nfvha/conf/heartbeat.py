@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from oslo_config import cfg
+
+GROUP = "heartbeat"
+OPTS = [
+    cfg.StrOpt("instances_dir", default="/var/lib/libvirt/qemu",
+               help="Directory holding the QEMU chardev sockets of the instances."),
+    cfg.StrOpt("socket_pattern",
+               default=r"cgcs\.heartbeat\.(?P<uuid>[0-9a-fA-F-]{36})\.sock$",
+               help="Regular expression for heartbeat sockets; group 'uuid' names the instance."),
+    cfg.IntOpt("min_interval_ms", default=100, min=10,
+               help="A guest asking for a shorter interval is heartbeated at this one "
+                    "(StarlingX uses 400)."),
+    cfg.IntOpt("max_interval_ms", default=60000, min=100,
+               help="A guest asking for a longer interval is heartbeated at this one."),
+    cfg.IntOpt("failure_threshold", default=2, min=1,
+               help="Consecutive missed challenges that declare heartbeat loss."),
+    cfg.StrOpt("spool_dir", default="/var/lib/nfvha/fault-spool",
+               help="Where the compute agent keeps each fault until the controller has "
+                    "acknowledged it, so a restarted agent resends what it had not "
+                    "delivered. Empty: memory only."),
+    cfg.IntOpt("rate_limit_per_s", default=50, min=1,
+               help="Messages per second a guest may send before input is dropped."),
+    cfg.FloatOpt("sync_interval_s", default=30.0, min=0.0,
+                 help="How often the compute agent sends the controller a digest of its "
+                      "instances' heartbeat states; on a mismatch (a state cast lost while "
+                      "RabbitMQ restarted, an instance gone) the controller asks for the "
+                      "full list. 0: never."),
+    cfg.FloatOpt("agent_report_interval_s", default=2.0, min=0.0,
+                 help="Compute agent: how often it tells every controller it is alive "
+                      "(one small fanout cast). 0: never (the controllers then see the host "
+                      "as silent unless their agent_down_after_s is 0 too)."),
+    cfg.FloatOpt("agent_down_after_s", default=10.0, min=0.0,
+                 help="Controller: a compute agent not heard from for this long is logged, "
+                      "exported (nfvha_compute_up 0) and shown as 'silent' in GET /v1/hosts "
+                      "and on its instances: its guests are not being heartbeated. Keep it "
+                      "above 3 x agent_report_interval_s. No VM fault is raised for it. "
+                      "0: do not track."),
+    cfg.IntOpt("planned_grace_ms", default=250, min=0, max=10000,
+               help="Controller, with [servergroup] nova_notifications: how long a fault "
+                    "waits before it is checked against the Nova operations in progress "
+                    "(Nova's notification of an operation travels apart from the fault "
+                    "it causes). A fault an operation explains is stored with its "
+                    "deliveries 'suppressed', not reported. Without Nova notifications "
+                    "faults never wait."),
+    cfg.FloatOpt("planned_linger_s", default=5.0, min=0.0,
+                 help="How long after a Nova operation ended it still explains a fault "
+                      "(the source of a live migration closes its channel around then)."),
+]
+
+
+def register(conf: cfg.ConfigOpts) -> None:
+    conf.register_opts(OPTS, group=GROUP)
+
+
+def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
+    return [(GROUP, OPTS)]

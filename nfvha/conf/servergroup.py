@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from oslo_config import cfg
+
+GROUP = "servergroup"
+OPTS = [
+    cfg.BoolOpt("enabled", default=True,
+                help="Serve server-group messaging: compute agents relay the guests' "
+                     "cgcs.messaging channels, the controller routes between members."),
+    cfg.StrOpt("socket_pattern", default=r"cgcs\.messaging\.(?P<name>[^/]+)\.sock$",
+               help="Regular expression for the messaging sockets in "
+                    "[heartbeat] instances_dir; group 'name' is the instance name."),
+    cfg.BoolOpt("single_port", default=False,
+                help="OPNFV single-port mode: heartbeat and server group share the "
+                     "cgcs.heartbeat port through the base layer (set on guests too)."),
+    cfg.FloatOpt("rate_per_s", default=20.0, min=0.1,
+                 help="Messages a second a guest may send (sustained) on its messaging port."),
+    cfg.IntOpt("burst", default=40, min=1, help="Messages a guest may send at once."),
+    cfg.StrOpt("groups_file", default=None,
+               help="YAML or JSON file of groups for setups without Nova: a list of "
+                    "{id, name, members} or a mapping id -> {name, members}."),
+    cfg.StrOpt("nova_cloud", default=None,
+               help="clouds.yaml entry (or 'envvars') to read Nova server groups and "
+                    "placement from with openstacksdk; unset = no Nova."),
+    cfg.FloatOpt("nova_sync_s", default=60.0, min=1.0,
+                 help="How often groups are re-read from Nova (notifications keep "
+                      "placement current in between)."),
+    cfg.BoolOpt("nova_notifications", default=False,
+                help="Listen to Nova's notifications (exchange 'nova') on the bus: tell "
+                     "group members about their peers' state changes, and do not report a "
+                     "fault that a Nova operation in progress explains (delete, stop, "
+                     "reboot, pause, suspend, shelve, resize, rescue, evacuate, live "
+                     "migration; see [heartbeat] planned_grace_ms). Recommended with "
+                     "OpenStack, with Nova's [notifications] notify_on_state_change = "
+                     "vm_and_task_state."),
+    cfg.ListOpt("notification_topics", default=["notifications", "versioned_notifications"],
+                help="Nova notification topics to listen to."),
+    cfg.StrOpt("notification_pool", default="nfvha",
+               help="Listener pool: nfvha's own queue, so other consumers keep theirs."),
+]
+
+
+def register(conf: cfg.ConfigOpts) -> None:
+    conf.register_opts(OPTS, group=GROUP)
+
+
+def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
+    return [(GROUP, OPTS)]

@@ -1,0 +1,226 @@
+"""REST API of the controller (JSON; OpenAPI document at /openapi.json).
+
+``make_app(controller)`` builds the app; other parts add their routes with
+``app.include_router(router)`` (server groups do).  ``serve`` runs uvicorn
+inside the caller's event loop, next to the controller and the bus.
+"""
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any, Literal, Optional
+
+import uvicorn
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
+
+from nfvha.controller.service import Controller
+from nfvha.protocol.heartbeat import EVENT_TYPES
+
+
+class Heartbeat(BaseModel):
+    state: str = Field(description="waiting | enabled | disabled | failed")
+    health: Optional[str] = Field(description="healthy | unhealthy | null")
+    interval_ms: Optional[int]
+
+
+class Instance(BaseModel):
+    uuid: str
+    host: str
+    name: Optional[str]
+    heartbeat: Heartbeat
+    corrective_action: Optional[str]
+    facts: dict[str, Any] = Field(description="other facts the guest registered with")
+    state_at: Optional[str] = Field(description="when the compute saw this state (UTC)")
+    updated_at: Optional[str] = Field(description="when the controller stored it (UTC)")
+    host_state: str = Field(
+        "unknown", description="up | silent | unknown: its compute agent reports / has "
+        "been silent for [heartbeat] agent_down_after_s (the heartbeat state above is "
+        "then the last one heard: nobody heartbeats this guest) / not heard from yet")
+
+
+class Host(BaseModel):
+    host: str
+    state: str = Field(description="up | silent | unknown (not heard from since this "
+                       "controller started; silent once agent_down_after_s passed)")
+    since: Optional[str] = Field(description="when it entered this state (UTC)")
+    last_seen_at: Optional[str] = Field(description="its agent's last report (UTC)")
+    agent_started_at: Optional[str] = Field(description="when its agent started (UTC)")
+    instances: Optional[int] = Field(description="instances its agent last reported")
+    instances_on_record: int = Field(description="instances the store holds for it")
+    silences: int = Field(description="times it went silent since this controller started")
+    restarts: int = Field(description="agent restarts seen since this controller started")
+
+
+class Delivery(BaseModel):
+    sink: str
+    status: str = Field(description="pending | delivered | rejected | suppressed (a Nova "
+                        "operation in progress explained the fault; note says which)")
+    attempts: int
+    last_error: Optional[str]
+    note: Optional[str]
+    delivered_at: Optional[str]
+
+
+class Event(BaseModel):
+    id: str
+    instance_uuid: str
+    host: str
+    kind: str = Field(description="heartbeat_loss | unhealthy | channel_lost | ...")
+    corrective_action: str
+    detail: str
+    detected_at: str
+    received_at: str
+    deliveries: list[Delivery]
+
+
+class ActionRequest(BaseModel):
+    action: Literal[EVENT_TYPES] = Field(  # type: ignore[valid-type]
+        description="the StarlingX event type: stop, reboot, pause, live_migrate_begin, ...")
+    notification: Literal["revocable", "irrevocable"] = Field(
+        "revocable", description="revocable: a vote the guest may reject; irrevocable: a "
+        "notice it gets time to prepare for")
+    timeout_ms: Optional[int] = Field(
+        None, ge=1, le=600_000, description="how long the guest has to answer; default its "
+        "registered vote_secs (votes) or notice time (notices)")
+
+
+class ActionAnswer(BaseModel):
+    instance_uuid: str
+    host: str
+    action: str
+    notification: str
+    result: str = Field(description="accept | reject | complete | timeout | error | unknown")
+    log_msg: str
+    proceed: bool = Field(description="false only when the guest rejected a vote")
+
+
+class Health(BaseModel):
+    status: str
+    store: bool
+
+
+def v1_router(controller: Controller) -> APIRouter:
+    router = APIRouter(prefix="/v1")
+
+    @router.get("/instances", response_model=list[Instance])
+    async def list_instances() -> list[dict[str, Any]]:
+        return await controller.list_instances()
+
+    @router.get("/instances/{uuid}", response_model=Instance,
+                responses={404: {"description": "unknown instance"}})
+    async def get_instance(uuid: str) -> dict[str, Any]:
+        inst = await controller.get_instance(uuid)
+        if inst is None:
+            raise HTTPException(404, f"no instance {uuid}")
+        return inst
+
+    @router.get("/hosts", response_model=list[Host])
+    async def list_hosts() -> list[dict[str, Any]]:
+        return await controller.list_hosts()
+
+    @router.delete("/hosts/{host}", status_code=204,
+                   responses={404: {"description": "unknown host"}})
+    async def forget_host(host: str) -> Response:
+        """Retire a compute host: stop expecting it, drop its instances on record."""
+        if not await controller.forget_host(host):
+            raise HTTPException(404, f"no host {host}")
+        return Response(status_code=204)
+
+    @router.post("/instances/{uuid}/actions", response_model=ActionAnswer,
+                 responses={404: {"description": "unknown instance"}})
+    async def instance_action(uuid: str, req: ActionRequest) -> dict[str, Any]:
+        """Ask the guest about an action before doing it (a vote) or tell it
+        (a notice), as StarlingX's VIM does; answers when the guest did."""
+        answer = await controller.request_action(uuid, req.action, req.notification,
+                                                 req.timeout_ms)
+        if answer is None:
+            raise HTTPException(404, f"no instance {uuid}")
+        return answer
+
+    @router.get("/events", response_model=list[Event])
+    async def list_events(
+        since: Optional[datetime] = Query(
+            None, description="only events the controller received after this ISO 8601 time "
+            "(a naive time is UTC); pass the last event's received_at to poll"),
+        limit: int = Query(1000, ge=1, le=10000),
+    ) -> list[dict[str, Any]]:
+        return await controller.list_events(since, limit)
+
+    @router.get("/events/{event_id}", response_model=Event,
+                responses={404: {"description": "unknown event"}})
+    async def get_event(event_id: str) -> dict[str, Any]:
+        ev = await controller.get_event(event_id)
+        if ev is None:
+            raise HTTPException(404, f"no event {event_id}")
+        return ev
+
+    return router
+
+
+def make_app(controller: Controller) -> FastAPI:
+    app = FastAPI(title="nfvha controller", version="1",
+                  description="Guest heartbeat state and fault events of nfvha.")
+    app.state.controller = controller
+    app.include_router(v1_router(controller))
+    service = getattr(controller, "servergroups", None)
+    if service is not None:
+        from nfvha.controller.servergroup_api import servergroups_router
+
+        app.include_router(servergroups_router(service))
+
+    @app.get("/healthz", response_model=Health,
+             responses={503: {"description": "store unreachable or controller stopped"}})
+    async def healthz(response: Response) -> dict[str, Any]:
+        ok = await controller.healthy()
+        if not ok:
+            response.status_code = 503
+        return {"status": "ok" if ok else "unavailable", "store": ok}
+
+    @app.get("/metrics", response_class=Response,
+             responses={200: {"content": {CONTENT_TYPE_LATEST: {}},
+                              "description": "Prometheus text format"}})
+    async def metrics() -> Response:
+        return Response(generate_latest(controller.metrics.registry),
+                        media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+class ApiServer:
+    """uvicorn in the current event loop; ``start`` returns the bound port."""
+
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.server = uvicorn.Server(uvicorn.Config(
+            app, host=host, port=port, log_level="warning", lifespan="off",
+            access_log=False))
+        self._task: Optional[asyncio.Task[None]] = None
+        self.port = port
+
+    async def start(self) -> int:
+        self._task = asyncio.create_task(self.server.serve())
+        while not self.server.started:
+            if self._task.done():
+                self._task.result()  # bind failure: raise it here
+                raise RuntimeError("uvicorn stopped before it started")
+            await asyncio.sleep(0.01)
+        self.port = self.server.servers[0].sockets[0].getsockname()[1]
+        return self.port
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self.server.should_exit = True
+            await self._task
+            self._task = None
+
+
+async def serve(app: FastAPI, host: str, port: int) -> None:
+    """Serve until cancelled (or uvicorn is told to exit)."""
+    server = ApiServer(app, host, port)
+    await server.start()
+    try:
+        assert server._task is not None
+        await asyncio.shield(server._task)
+    finally:
+        await server.stop()

@@ -1,0 +1,302 @@
+"""The controller's server-group messaging service: membership + routing on the bus.
+
+- Membership (``ServerGroups``): groups from the REST API (persisted in the
+  store, so a restart keeps them), from the config file, and from Nova
+  (openstacksdk) when a cloud is configured; instance placement from the
+  compute agents (``sg_instances``, ``hello``/``instance_state``) and Nova.
+- Routing: a guest's broadcast goes, with one ``sg_deliver`` cast per
+  compute host, only to the other members of the sender's groups; a status
+  query is answered with one ``status_response`` per member and a
+  ``status_response_done``; Nova notifications and nfvha heartbeat changes
+  of a member become ``notification`` messages for its peers.
+- Everything here is in memory and never waits for the store on the hot
+  path (broadcasts); REST writes go to the store first, then to memory.
+
+Instance names: a compute agent knows an instance by its messaging socket
+name (``cgcs.messaging.<name>.sock``). Without Nova telling us its uuid, a
+name is recorded with itself as uuid; a later Nova record with that name
+replaces the placeholder.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Awaitable, Callable, Optional
+
+from nfvha.controller import nova_notifications as nn
+from nfvha.controller.servergroups import ServerGroups, Targets, load_config, load_from_nova
+from nfvha.protocol import servergroup as sg
+
+LOG = logging.getLogger(__name__)
+
+Db = Callable[..., Awaitable[Any]]  # runs a Store method in the DB thread
+MAX_INSTANCES_PER_HOST = 10000
+
+
+class ServerGroupService:
+    def __init__(self, bus: Any = None, fanout_min_hosts: int = 3) -> None:
+        self.bus = bus
+        # One message to many hosts: a single fanout publish (each compute
+        # takes its own part) instead of one cast per host, once it reaches
+        # at least this many hosts and half of the known ones (0 = never).
+        # Publishing costs the controller CPU per message; this keeps a
+        # broadcast to ten computes as cheap as one to one.
+        self.fanout_min_hosts = fanout_min_hosts
+        self._hosts: set[str] = set()
+        self.groups = ServerGroups()
+        self.store: Any = None
+        self._db: Optional[Db] = None
+        self._nova_task: Optional[asyncio.Task[None]] = None
+        self.counters = {"broadcasts": 0, "deliveries": 0, "status_queries": 0,
+                         "notifications": 0, "refused": 0, "nova_errors": 0}
+        # hooks for tests and the demo: cb(kind, source, targets, message, mono)
+        self.listeners: list[Callable[[str, str, Targets, dict[str, Any], float], None]] = []
+
+    # --- life cycle ------------------------------------------------------------------
+    async def start(self, store: Any, db: Db, config_groups: Any = None) -> None:
+        """Loads persisted groups and known placements, then config groups."""
+        self.store, self._db = store, db
+        for g in await db(store.list_server_groups):
+            try:
+                self.groups.set_group(g["id"], g["name"], g["members"], origin=g["origin"])
+            except ValueError as exc:
+                LOG.warning("stored server group %r ignored: %s", g.get("id"), exc)
+        for inst in await db(store.list_instances):
+            self.groups.update_instance(inst["uuid"], host=inst["host"],
+                                        heartbeat=inst["heartbeat"]["state"])
+        if config_groups:
+            load_config(self.groups, config_groups)
+
+    def start_nova_sync(self, conn_factory: Callable[[], Any], period_s: float) -> None:
+        """Groups and placement from Nova now and every ``period_s``."""
+        async def loop() -> None:
+            conn = None
+            while True:
+                try:
+                    if conn is None:
+                        conn = await asyncio.to_thread(conn_factory)
+                    # the sdk is blocking; the in-memory update happens on the loop
+                    fresh = ServerGroups()
+                    await asyncio.to_thread(load_from_nova, conn, fresh, False)
+                    self._merge_from_nova(fresh)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    self.counters["nova_errors"] += 1
+                    conn = None
+                    LOG.exception("loading server groups from Nova failed")
+                await asyncio.sleep(period_s)
+
+        self._nova_task = asyncio.create_task(loop(), name="nfvha-nova-servergroups")
+
+    def _merge_from_nova(self, fresh: ServerGroups) -> None:
+        seen = set()
+        for g in fresh.all_groups():
+            seen.add(g.id)
+            self.groups.set_group(g.id, g.name, g.members, origin="nova")
+            for m in g.members:
+                rec = fresh.instance(m)
+                if rec is None:
+                    continue
+                if rec.name:
+                    self._drop_placeholder(rec.name, rec.uuid)
+                self.groups.update_instance(
+                    rec.uuid, name=rec.name, host=rec.host, state=rec.state,
+                    task_state=rec.task_state, power_state=rec.power_state,
+                    display_name=rec.display_name)
+        for g in self.groups.all_groups():
+            if g.id not in seen and self.groups.origin(g.id) == "nova":
+                self.groups.remove_group(g.id)
+
+    async def stop(self) -> None:
+        if self._nova_task is not None:
+            self._nova_task.cancel()
+            await asyncio.gather(self._nova_task, return_exceptions=True)
+            self._nova_task = None
+
+    # --- placement -------------------------------------------------------------------
+    def _drop_placeholder(self, name: str, uuid: str) -> None:
+        old = self.groups.instance(name)
+        if old is not None and old.uuid == name and name != uuid:
+            self.groups.remove_instance(name)
+
+    def _place(self, host: str, name: str) -> None:
+        self._hosts.add(host)
+        rec = self.groups.instance(name)
+        if rec is None:
+            self.groups.update_instance(name, name=name, host=host)
+        elif rec.host != host:
+            self.groups.update_instance(rec.uuid, host=host)
+
+    async def sg_instances(self, host: Any, instances: Any) -> dict[str, Any]:
+        """A compute agent lists the messaging channels it serves."""
+        if not isinstance(host, str) or not host or not isinstance(instances, list) \
+                or len(instances) > MAX_INSTANCES_PER_HOST:
+            self.counters["refused"] += 1
+            return {"ok": False, "error": "host must be a string, instances a list"}
+        placed = 0
+        for name in instances:
+            try:
+                self._place(host, name)
+                placed += 1
+            except ValueError:
+                self.counters["refused"] += 1
+        return {"ok": True, "instances": placed}
+
+    # --- guest requests (relayed by compute agents) ------------------------------------
+    async def sg_broadcast(self, host: Any, source_instance: Any, data: Any,
+                           **_ignored: Any) -> dict[str, Any]:
+        err = _check_source(host, source_instance) or sg.check_broadcast_data(data)
+        if err:
+            self.counters["refused"] += 1
+            LOG.warning("broadcast from %r refused: %s", host, err)
+            return {"ok": False, "error": err}
+        self._place(host, source_instance)  # the sender is where it speaks from
+        self.counters["broadcasts"] += 1
+        targets = self.groups.route_broadcast(source_instance, data)
+        msg = sg.broadcast_to_guest(data, source_instance)
+        await self._send(targets, [msg])
+        self._tell("broadcast", source_instance, targets, msg)
+        return {"ok": True, "targets": sum(len(v) for v in targets.values())}
+
+    async def sg_status_query(self, host: Any, source_instance: Any, seq: Any,
+                              **_ignored: Any) -> dict[str, Any]:
+        err = _check_source(host, source_instance)
+        if not err and (not isinstance(seq, int) or isinstance(seq, bool)
+                        or not 0 <= seq <= sg.MAX_SEQ):
+            err = "seq must be an integer"
+        if err:
+            self.counters["refused"] += 1
+            return {"ok": False, "error": err}
+        self._place(host, source_instance)
+        self.counters["status_queries"] += 1
+        members = self.groups.status(source_instance)
+        answer = sg.status_answer(seq, members)
+        await self._send({host: [source_instance]}, answer)
+        self._tell("status", source_instance, {host: [source_instance]},
+                   {"seq": seq, "members": members})
+        return {"ok": True, "members": len(members)}
+
+    # --- state changes peers hear about ----------------------------------------------
+    async def on_heartbeat(self, host: str, uuid: str, state: str, at: Optional[str],
+                           health: Optional[str] = None) -> None:
+        """nfvha's heartbeat state of an instance (instance_state / hello)."""
+        try:
+            rec = self.groups.instance(uuid)
+            if rec is None or rec.host != host:
+                self.groups.update_instance(rec.uuid if rec else uuid, host=host)
+            targets, data = self.groups.on_heartbeat(
+                uuid, state, at or _utc_now(), health)
+        except ValueError as exc:
+            LOG.warning("heartbeat state of %r not applied to server groups: %s", uuid, exc)
+            return
+        if data is not None:
+            await self._notify(uuid, targets, data)
+
+    async def on_nova_notification(self, note: dict[str, Any]) -> None:
+        """A raw Nova notification (the controller parses once and calls
+        on_nova_change; this is for callers with only the service)."""
+        try:
+            change = nn.from_message(note)
+        except nn.NotificationError as exc:
+            self.counters["refused"] += 1
+            LOG.warning("Nova notification ignored: %s", exc)
+            return
+        if change is not None:
+            await self.on_nova_change(change)
+
+    async def on_nova_change(self, change: nn.InstanceChange) -> None:
+        try:
+            targets, data = self.groups.on_nova_change(change)
+        except ValueError as exc:
+            self.counters["refused"] += 1
+            LOG.warning("Nova notification ignored: %s", exc)
+            return
+        await self._notify(change.uuid, targets, data)
+
+    async def _notify(self, about: str, targets: Targets, data: dict[str, Any]) -> None:
+        msg = sg.notification(data)
+        self.counters["notifications"] += 1
+        await self._send(targets, [msg])
+        self._tell("notification", about, targets, msg)
+
+    # --- REST -----------------------------------------------------------------------------
+    async def put_group(self, group_id: str, name: Any, members: Any) -> dict[str, Any]:
+        """Creates or replaces a group (ValueError if invalid); persisted first."""
+        name, mem = _validate(group_id, name, members)
+        if self.groups.origin(group_id) == "nova":
+            raise PermissionError("group comes from Nova; change it there")
+        assert self._db is not None
+        await self._db(self.store.put_server_group, group_id, name, list(mem), "api")
+        group = self.groups.set_group(group_id, name, mem, origin="api")
+        return self.groups.to_dict(group)
+
+    async def delete_group(self, group_id: str) -> bool:
+        if self.groups.origin(group_id) == "nova":
+            raise PermissionError("group comes from Nova; change it there")
+        assert self._db is not None
+        stored = await self._db(self.store.delete_server_group, group_id)
+        return self.groups.remove_group(group_id) or stored
+
+    def list_groups(self) -> list[dict[str, Any]]:
+        return [dict(self.groups.to_dict(g), origin=self.groups.origin(g.id))
+                for g in self.groups.all_groups()]
+
+    def get_group(self, group_id: str) -> Optional[dict[str, Any]]:
+        g = self.groups.group(group_id)
+        return None if g is None else dict(self.groups.to_dict(g),
+                                           origin=self.groups.origin(group_id))
+
+    # --- sending ----------------------------------------------------------------------
+    async def _send(self, targets: Targets, messages: list[dict[str, Any]]) -> None:
+        if self.bus is None or not targets:
+            return
+        self._hosts.update(targets)
+        if self.fanout_min_hosts and len(targets) >= self.fanout_min_hosts \
+                and 2 * len(targets) >= len(self._hosts):
+            self.counters["deliveries"] += sum(len(v) for v in targets.values())
+            try:
+                await self.bus.fanout_compute("sg_deliver_hosts", targets=targets,
+                                              messages=messages)
+            except Exception:
+                LOG.exception("server-group fanout delivery failed")
+            return
+        for host, instances in targets.items():
+            self.counters["deliveries"] += len(instances)
+            try:
+                await self.bus.cast_compute(host, "sg_deliver", instances=instances,
+                                            messages=messages)
+            except Exception:  # best effort, like StarlingX; other hosts still get theirs
+                LOG.exception("server-group delivery to %s failed", host)
+
+    def _tell(self, kind: str, source: str, targets: Targets, msg: dict[str, Any]) -> None:
+        now = time.monotonic()
+        for cb in list(self.listeners):
+            try:
+                cb(kind, source, targets, msg, now)
+            except Exception:
+                LOG.exception("server-group listener failed")
+
+
+def _check_source(host: Any, source_instance: Any) -> Optional[str]:
+    if not isinstance(host, str) or not host or len(host) > 255:
+        return "host must be a non-empty string"
+    if not isinstance(source_instance, str) or not source_instance or \
+            len(source_instance) > 255:
+        return "source_instance must be a non-empty string"
+    return None
+
+
+def _validate(group_id: Any, name: Any, members: Any) -> tuple[str, tuple[str, ...]]:
+    from nfvha.controller.servergroups import validate_group
+
+    if not isinstance(group_id, str) or not group_id.strip() or len(group_id) > 255:
+        raise ValueError("group id must be a non-empty string of at most 255 characters")
+    return validate_group(name, members)
+
+
+def _utc_now() -> str:
+    from nfvha.controller.timeutil import iso, utcnow
+
+    return iso(utcnow()) or ""

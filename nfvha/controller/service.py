@@ -1,0 +1,644 @@
+"""The controller: the bus endpoint computes report to, and the delivery
+engine that takes every stored fault to every configured sink.
+
+Order of work for a fault (the reason this class exists):
+1. validate; 2. commit event + one pending delivery per sink (store.py);
+3. ack the compute; 4. deliver to each sink in its own task, retried with
+backoff until the sink acks or rejects for good.  After a crash, ``start``
+resumes every delivery still pending in the store.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+import time
+import uuid as uuidlib
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from typing import Any, Callable, Optional, TypeVar
+
+from nfvha.bus.inventory import inventory_digest
+from nfvha.controller import nova_notifications, validate
+from nfvha.controller.backoff import backoff_delay
+from nfvha.controller.hosts import (
+    SILENT,
+    UNKNOWN,
+    HostLiveness,
+    TooManyHosts,
+    Transition,
+)
+from nfvha.controller.metrics import ControllerMetrics
+from nfvha.controller.planned import PlannedOps
+from nfvha.controller.reporters import Reject, Reporter, Retry
+from nfvha.controller.reporters.log import LogReporter
+from nfvha.controller.servergroup_service import ServerGroupService
+from nfvha.controller.store import Store
+from nfvha.controller.timeutil import iso, parse_utc, utcnow
+
+LOG = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# How long request_action waits when no timeout_ms is given (the guest's own
+# vote_secs or notice time applies, up to StarlingX's longest, restart_secs
+# of 600 s), and the margin for the way there and back.
+ACTION_WAIT_MAX_S = 600.0
+ACTION_MARGIN_S = 5.0
+
+# what a reporter sees of a stored event (no bookkeeping)
+_EVENT_KEYS = ("id", "instance_uuid", "host", "kind", "corrective_action", "detail",
+               "detected_at", "received_at")
+
+Listener = Callable[[dict[str, Any]], None]
+
+
+class Controller:
+    # what compute agents and other controllers may call over the bus
+    # (nfvha/bus/endpoint.py); the rest (stop, REST queries, ...) they may not
+    BUS_METHODS = frozenset({
+        "hello", "sync", "alive", "host_retired", "instance_state", "fault",
+        "action_result", "sg_instances", "sg_broadcast", "sg_status_query"})
+
+    def __init__(self, db_url: str = "sqlite:///nfvha.sqlite",
+                 reporters: Optional[list[Reporter]] = None, bus: Any = None,
+                 retry_base_s: float = 0.05, retry_max_s: float = 30.0,
+                 attempt_timeout_s: float = 10.0, lease_s: float = 30.0,
+                 controller_id: Optional[str] = None,
+                 rng: Optional[Callable[[], float]] = None,
+                 server_groups: Any = None, agent_down_after_s: float = 10.0,
+                 planned_grace_s: float = 0.25, planned_linger_s: float = 5.0) -> None:
+        self.db_url = db_url
+        # Owner name of delivery leases. Stable across restarts (the host name)
+        # so a restarted controller resumes its own deliveries at once; give
+        # each controller its own id when several share one host and store.
+        self.controller_id = controller_id or socket.gethostname()
+        self.lease_s = lease_s
+        self.reporters: dict[str, Reporter] = {}
+        for rep in (reporters if reporters is not None else [LogReporter()]):
+            if rep.name in self.reporters:
+                raise ValueError(f"two reporters named {rep.name!r}")
+            self.reporters[rep.name] = rep
+        self.bus = bus  # for controller → compute casts; served by the caller
+        # Server-group messaging (membership, routing); `server_groups` is the
+        # config's groups (a list or mapping, servergroups.load_config).
+        self.servergroups = ServerGroupService(bus)
+        self._config_groups = server_groups
+        self.retry_base_s = retry_base_s
+        self.retry_max_s = retry_max_s
+        self.attempt_timeout_s = attempt_timeout_s
+        self._rand = rng or random.random
+        self.metrics = ControllerMetrics()
+        # Compute agents' liveness (their `alive` fanout); None: not tracked
+        self.hosts: Optional[HostLiveness] = (
+            HostLiveness(agent_down_after_s) if agent_down_after_s > 0 else None)
+        self._hosts_task: Optional[asyncio.Task[None]] = None
+        # Nova operations in progress (planned.py), fed by on_nova_notification;
+        # only once a notification listener runs is a fault held and checked
+        self.planned = PlannedOps(linger_s=planned_linger_s)
+        self.planned_grace_s = planned_grace_s
+        self.planned_active = False
+        self.store: Optional[Store] = None
+        self._executor: Optional[ThreadPoolExecutor] = None
+        self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._lease_task: Optional[asyncio.Task[None]] = None
+        self._unknown_sinks: set[tuple[str, str]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.listeners: list[Listener] = []
+        self._actions: dict[str, asyncio.Future[dict[str, Any]]] = {}  # votes asked
+        self.started = False
+        self._stopping = False
+
+    # --- life cycle --------------------------------------------------------
+    async def start(self) -> None:
+        # SQLite serialises writers: one DB thread avoids "database is locked"
+        workers = 1 if self.db_url.startswith("sqlite") else 4
+        self._stopping = False
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="nfvha-db")
+        self.store = await self._db(Store, self.db_url)
+        await self.servergroups.start(self.store, self._db, self._config_groups)
+        resumed = await self._claim()
+        if resumed:
+            LOG.info("resumed %d pending deliveries", resumed)
+        self._lease_task = asyncio.create_task(self._lease_loop(), name="nfvha-leases")
+        if self.hosts is not None:
+            # hosts with instances on record must speak up, even if they died
+            # before we started
+            now, wall = time.monotonic(), utcnow()
+            for host in await self._db(self.store.hosts_with_instances):
+                self.hosts.expect(host, now, wall)
+            self._hosts_task = asyncio.create_task(self._hosts_loop(), name="nfvha-hosts")
+        self.started = True
+        # The caller serves us on the bus (bus.serve_controller(controller)) once
+        # start() returned, so no report arrives before the store is open.
+
+    async def _claim(self) -> int:
+        """Renew our leases, take over expired ones, start what is not running."""
+        assert self.store is not None
+        now = utcnow()
+        mine = await self._db(self.store.claim_pending, self.controller_id, now,
+                              now + timedelta(seconds=self.lease_s))
+        started = 0
+        for ev, sink, attempts in mine:
+            if (ev["id"], sink) not in self._tasks:
+                started += self._spawn(ev, sink, attempts, received_mono=None)
+        return started
+
+    async def _lease_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            try:
+                taken = await self._claim()
+                if taken:
+                    LOG.info("took over %d pending deliveries", taken)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # store briefly unreachable: try again next round
+                LOG.exception("lease renewal failed")
+
+    async def stop(self, release_leases: bool = True) -> None:
+        """Stop delivering; what is still pending stays in the store.  With
+        ``release_leases`` other controllers may take it over at once, else
+        when the leases run out (as after a crash)."""
+        self.started = False
+        self._stopping = True
+        await self.servergroups.stop()
+        if self._hosts_task is not None:
+            self._hosts_task.cancel()
+            await asyncio.gather(self._hosts_task, return_exceptions=True)
+            self._hosts_task = None
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+            await asyncio.gather(self._lease_task, return_exceptions=True)
+            self._lease_task = None
+        tasks = list(self._tasks.values())
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if release_leases and self.store is not None:
+            try:
+                await self._db(self.store.release_leases, self.controller_id)
+            except Exception:  # the leases will simply run out
+                LOG.exception("releasing delivery leases")
+        for rep in self.reporters.values():
+            aclose = getattr(rep, "aclose", None)
+            if aclose is not None:
+                try:
+                    await aclose()
+                except Exception:  # closing must not stop the rest from closing
+                    LOG.exception("closing reporter %s", rep.name)
+        if self.store is not None:
+            await self._db(self.store.close)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._executor is None:
+            raise RuntimeError("controller not started")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    # --- bus endpoint: compute → controller ---------------------------------
+    async def hello(self, host: str, instances: list[dict[str, Any]]) -> dict[str, Any]:
+        """A compute (re)started and lists the instances it serves now."""
+        assert self.store is not None
+        if not isinstance(instances, list):
+            self.metrics.invalid.labels("hello").inc()
+            return {"ok": False, "error": "instances must be a list"}
+        records, errors = [], []
+        for item in instances:
+            try:
+                records.append(validate.instance_record(host, item if isinstance(item, dict)
+                                                        else {}))
+            except validate.Invalid as exc:
+                errors.append(str(exc))
+        if errors:
+            self.metrics.invalid.labels("hello").inc(len(errors))
+            LOG.warning("hello from %r: %d bad instance records: %s", host, len(errors),
+                        errors[:3])
+        if not isinstance(host, str) or not host or len(host) > validate.MAX_HOST:
+            return {"ok": False, "error": "host must be a non-empty string"}
+        self._seen(host, instances=len(records))
+
+        def apply() -> None:
+            assert self.store is not None
+            self.store.forget_host_instances_except(host, [r["uuid"] for r in records])
+            for r in records:
+                self.store.upsert_instance(r)
+
+        await self._db(apply)
+        for r in records:
+            await self.servergroups.on_heartbeat(host, r["uuid"], r["state"], r.get("at"),
+                                                 r.get("health"))
+        return {"ok": not errors, "instances": len(records), "errors": errors}
+
+    async def alive(self, host: Any, agent_started_at: Any = None,
+                    instances: Any = None) -> dict[str, Any]:
+        """A compute agent's periodic sign of life (a fanout: every controller
+        hears it)."""
+        if not isinstance(host, str) or not host or len(host) > validate.MAX_HOST \
+                or not isinstance(agent_started_at, (str, type(None))) \
+                or (agent_started_at is not None and len(agent_started_at) > 64) \
+                or not isinstance(instances, (int, type(None))) or isinstance(instances, bool):
+            self.metrics.invalid.labels("alive").inc()
+            return {"ok": False, "error": "host, agent_started_at and instances have "
+                                          "the wrong type or size"}
+        self._seen(host, agent_started_at, instances)
+        return {"ok": True}
+
+    def _seen(self, host: str, agent_started_at: Optional[str] = None,
+              instances: Optional[int] = None) -> None:
+        if self.hosts is None:
+            return
+        try:
+            tr = self.hosts.seen(host, time.monotonic(), utcnow(), agent_started_at,
+                                 instances)
+        except TooManyHosts as exc:
+            self.metrics.invalid.labels("alive").inc()
+            LOG.warning("compute %r not tracked: %s", host, exc)
+            return
+        self.metrics.compute_last_seen.labels(host).set(time.time())
+        if tr is not None:
+            self._host_changed(tr)
+
+    def _host_changed(self, tr: Transition) -> None:
+        if tr.new == SILENT:
+            self.metrics.compute_up.labels(tr.host).set(0)
+            self.metrics.compute_silences.labels(tr.host).inc()
+            quiet = ("never heard since this controller started" if tr.quiet_s is None
+                     else f"silent for {tr.quiet_s:.1f} s")
+            LOG.warning("compute %s %s: its guests are not being heartbeated "
+                        "(agent down or hung, host down, or the bus cut)", tr.host, quiet)
+        else:
+            self.metrics.compute_up.labels(tr.host).set(1)
+            if tr.old == SILENT:
+                LOG.warning("compute %s reports again%s", tr.host,
+                            " (agent restarted)" if tr.restarted else "")
+            elif tr.restarted:
+                LOG.info("compute %s: agent restarted", tr.host)
+            else:
+                LOG.info("compute %s reporting", tr.host)
+        self._notify({"type": "host", "host": tr.host, "old": tr.old, "state": tr.new,
+                      "quiet_s": tr.quiet_s, "restarted": tr.restarted})
+
+    async def _hosts_loop(self) -> None:
+        assert self.hosts is not None
+        # a scan of the hosts is cheap: a silence is flagged within 1/10 of
+        # the allowance (at most 0.25 s) after its deadline
+        step = min(0.25, self.hosts.down_after_s / 10)
+        while True:
+            await asyncio.sleep(step)
+            for tr in self.hosts.check(time.monotonic(), utcnow()):
+                self._host_changed(tr)
+
+    async def sync(self, host: str, count: int, digest: str) -> dict[str, Any]:
+        """A compute's periodic digest of its instances (nfvha/bus/inventory.py):
+        a mismatch with the store asks it for the full list."""
+        assert self.store is not None
+        if not isinstance(host, str) or not host or len(host) > 255 \
+                or not isinstance(digest, str) or len(digest) > 64:
+            self.metrics.invalid.labels("sync").inc()
+            return {"ok": False, "error": "host and digest must be short strings"}
+        ours = await self._db(self.store.host_inventory, host)
+        if inventory_digest(ours) == digest:
+            return {"ok": True, "in_step": True}
+        LOG.info("compute %s: %s instances there, %d here, digest differs: asking for a resync",
+                 host, count, len(ours))
+        self.metrics.resyncs.inc()
+        if self.bus is not None:
+            await self.bus.cast_compute(host, "resync")
+        return {"ok": True, "in_step": False}
+
+    # --- votes and notices (StarlingX action_notify), asked through the REST API ---
+    async def request_action(self, instance_uuid: str, event_type: str,
+                             notification_type: str = "revocable",
+                             timeout_ms: Optional[int] = None) -> Optional[dict[str, Any]]:
+        """Asks the instance's guest about an action (revocable: it may reject)
+        or tells it (irrevocable) and waits for the answer. None: unknown
+        instance. ``proceed`` is what the caller should do: a single reject
+        stops a revocable action; no answer in time counts as accept."""
+        inst = await self.get_instance(instance_uuid)
+        if inst is None:
+            return None
+        request_id = str(uuidlib.uuid4())
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._actions[request_id] = fut
+        wait_s = _guest_deadline_s(inst, event_type, notification_type, timeout_ms) \
+            + ACTION_MARGIN_S  # and the way back
+        try:
+            if self.bus is None:
+                raise RuntimeError("no bus to reach the compute")
+            await self.bus.cast_compute(
+                inst["host"], "instance_action", request_id=request_id,
+                reply_to=self.controller_id, instance_uuid=instance_uuid,
+                event_type=event_type, notification_type=notification_type,
+                timeout_ms=timeout_ms)
+            answer = await asyncio.wait_for(fut, wait_s)
+        except (asyncio.TimeoutError, RuntimeError) as exc:
+            answer = {"result": "unknown", "log_msg": f"no answer from compute "
+                      f"{inst['host']}: {type(exc).__name__}"}
+        finally:
+            self._actions.pop(request_id, None)
+        result = answer["result"]
+        return {"instance_uuid": instance_uuid, "host": inst["host"], "action": event_type,
+                "notification": notification_type, "result": result,
+                "log_msg": answer.get("log_msg", ""),
+                # as in StarlingX: only an explicit reject of a vote stops the action
+                "proceed": not (notification_type == "revocable" and result == "reject")}
+
+    async def action_result(self, request_id: str, result: str, log_msg: str = "",
+                            **facts: Any) -> dict[str, Any]:
+        """A compute's answer to `request_action` (a cast back to us)."""
+        fut = self._actions.get(request_id) if isinstance(request_id, str) else None
+        if fut is None or fut.done():
+            LOG.info("action result %r for nobody waiting (late or not ours)", request_id)
+            return {"ok": False, "error": "nobody waiting"}
+        if not isinstance(result, str) or not isinstance(log_msg, str):
+            self.metrics.invalid.labels("action_result").inc()
+            return {"ok": False, "error": "result and log_msg must be strings"}
+        fut.set_result({"result": result[:32], "log_msg": log_msg[:256]})
+        return {"ok": True}
+
+    async def instance_state(self, host: str, instance_uuid: str, state: str,
+                             health: Optional[str] = None, interval_ms: Optional[int] = None,
+                             corrective_action: Optional[str] = None,
+                             name: Optional[str] = None, at: Optional[str] = None,
+                             **facts: Any) -> dict[str, Any]:
+        assert self.store is not None
+        try:
+            rec = validate.instance_record(host, {
+                "instance_uuid": instance_uuid, "state": state, "health": health,
+                "interval_ms": interval_ms, "corrective_action": corrective_action,
+                "name": name, "at": at, **facts})
+        except validate.Invalid as exc:
+            self.metrics.invalid.labels("instance_state").inc()
+            LOG.warning("instance_state from %r refused: %s", host, exc)
+            return {"ok": False, "error": str(exc)}
+        applied = await self._db(self.store.upsert_instance, rec)
+        if rec["state"] == "enabled":
+            self.planned.running(rec["uuid"])
+        if applied:  # peers in its server groups hear of the change
+            await self.servergroups.on_heartbeat(host, rec["uuid"], rec["state"], at,
+                                                 rec.get("health"))
+        return {"ok": True, "applied": applied}
+
+    # --- bus endpoint: server-group messaging (servergroup_service.py) --------
+    async def sg_instances(self, host: Any, instances: Any) -> dict[str, Any]:
+        return await self.servergroups.sg_instances(host, instances)
+
+    async def sg_broadcast(self, host: Any, source_instance: Any, data: Any,
+                           **extra: Any) -> dict[str, Any]:
+        return await self.servergroups.sg_broadcast(host, source_instance, data, **extra)
+
+    async def sg_status_query(self, host: Any, source_instance: Any, seq: Any,
+                              **extra: Any) -> dict[str, Any]:
+        return await self.servergroups.sg_status_query(host, source_instance, seq, **extra)
+
+    async def fault(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Store, then ack; delivery happens afterwards. Idempotent by id."""
+        assert self.store is not None
+        received_mono = time.monotonic()
+        try:
+            ev = validate.fault_event(event)
+        except validate.Invalid as exc:
+            self.metrics.invalid.labels("fault").inc()
+            LOG.warning("fault refused: %s", exc)
+            # ok False is final: retrying the same bad event cannot succeed
+            return {"ok": False, "id": event.get("id") if isinstance(event, dict) else None,
+                    "error": str(exc)}
+        stored, created = await self._db(
+            self.store.record_fault, ev, list(self.reporters), None, self.controller_id,
+            utcnow() + timedelta(seconds=self.lease_s))
+        if not created:
+            self.metrics.duplicates.inc()
+            return {"ok": True, "id": stored["id"], "duplicate": True}
+        self.metrics.faults.labels(stored["kind"]).inc()
+        self._notify({"type": "fault", "event": stored})
+        for sink in self.reporters:
+            self._spawn(stored, sink, 0, received_mono)
+        return {"ok": True, "id": stored["id"]}
+
+    # --- delivery ----------------------------------------------------------
+    def _spawn(self, ev: dict[str, Any], sink: str, attempts: int,
+               received_mono: Optional[float]) -> int:
+        key = (ev["id"], sink)
+        if key in self._tasks:
+            return 0
+        if sink not in self.reporters:
+            if key not in self._unknown_sinks:  # say it once, not every lease round
+                self._unknown_sinks.add(key)
+                LOG.warning("delivery of %s to %r stays pending: no such sink configured",
+                            ev["id"], sink)
+            return 0
+        self.metrics.pending.labels(sink).inc()
+        task = asyncio.create_task(self._deliver(ev, sink, attempts, received_mono),
+                                   name=f"deliver {sink} {ev['id']}")
+        self._tasks[key] = task
+        self._idle.clear()
+
+        def done(_t: asyncio.Task[None]) -> None:
+            self._tasks.pop(key, None)
+            self.metrics.pending.labels(sink).dec()
+            if not self._tasks:
+                self._idle.set()
+
+        task.add_done_callback(done)
+        return 1
+
+    async def on_nova_operation(self, note: dict[str, Any]) -> None:
+        """Callback of this controller's own Nova notification listener
+        (exchange ``nova``): the operations in progress (planned.py)."""
+        self.planned_active = True
+        try:
+            change = nova_notifications.from_message(note)
+        except nova_notifications.NotificationError as exc:
+            self.metrics.invalid.labels("nova_notification").inc()
+            LOG.warning("Nova notification ignored: %s", exc)
+            return
+        if change is not None:
+            self.planned.observe(change, time.monotonic())
+
+    async def on_nova_notification(self, note: dict[str, Any]) -> None:
+        """One Nova notification for both uses (a single controller, tests):
+        planned operations and server-group peers."""
+        await self.on_nova_operation(note)
+        await self.servergroups.on_nova_notification(note)
+
+    async def _planned(self, ev: dict[str, Any], received_mono: Optional[float]) -> Optional[str]:
+        """Why the fault is a planned operation (after the grace), or None."""
+        if not self.planned_active:
+            return None
+        if received_mono is not None:
+            wait = received_mono + self.planned_grace_s - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        return self.planned.explains(ev["instance_uuid"], time.monotonic())
+
+    async def _deliver(self, ev: dict[str, Any], sink: str, attempts: int,
+                       received_mono: Optional[float]) -> None:
+        assert self.store is not None
+        reporter = self.reporters[sink]
+        reason = await self._planned(ev, received_mono)
+        if reason is not None:
+            if await self._db_retry(self.store.mark_suppressed, ev["id"], sink, reason):
+                self.metrics.suppressed.labels(sink).inc()
+                LOG.info("%s not told of %s (%s on %s): %s", sink, ev["id"], ev["kind"],
+                         ev["instance_uuid"], reason)
+            self._notify({"type": "delivery", "event_id": ev["id"], "sink": sink,
+                          "status": "suppressed", "attempts": 0, "note": reason})
+            return
+        public = {k: ev[k] for k in _EVENT_KEYS}
+        failures = attempts
+        while True:
+            self.metrics.attempts.labels(sink).inc()
+            try:
+                # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a
+                # cancel that races with the reporter finishing, and stop() hangs
+                async with asyncio.timeout(self.attempt_timeout_s):
+                    note = await reporter.deliver(dict(public))
+            except Reject as exc:
+                self.metrics.failures.labels(sink, "true").inc()
+                LOG.warning("%s rejected %s: %s", sink, ev["id"], exc.reason)
+                await self._db_retry(self.store.mark_rejected, ev["id"], sink, exc.reason)
+                self._notify({"type": "delivery", "event_id": ev["id"], "sink": sink,
+                              "status": "rejected", "attempts": failures + 1,
+                              "error": exc.reason})
+                return
+            except Exception as exc:  # Retry, timeout, or a bug in the reporter
+                reason = exc.reason if isinstance(exc, Retry) else (
+                    f"timeout after {self.attempt_timeout_s}s"
+                    if isinstance(exc, asyncio.TimeoutError) else f"{type(exc).__name__}: {exc}")
+                if not isinstance(exc, (Retry, asyncio.TimeoutError)):
+                    LOG.exception("reporter %s failed unexpectedly", sink)
+                failures += 1
+                self.metrics.failures.labels(sink, "false").inc()
+                await self._db_retry(self.store.mark_failed_attempt, ev["id"], sink, reason)
+                delay = backoff_delay(failures, self.retry_base_s, self.retry_max_s,
+                                      self._rand())
+                LOG.info("%s: attempt %d for %s failed (%s); next in %.3fs", sink, failures,
+                         ev["id"], reason, delay)
+                await asyncio.sleep(delay)
+                if self._stopping:  # belt and braces: never outlive stop()
+                    return
+                continue
+            at = utcnow()
+            if received_mono is not None:
+                latency = time.monotonic() - received_mono
+            else:  # resumed after a restart: only the wall clock spans it
+                latency = (at - parse_utc(ev["received_at"])).total_seconds()
+            self.metrics.latency.labels(sink).observe(max(latency, 0.0))
+            await self._db_retry(self.store.mark_delivered, ev["id"], sink, note, at)
+            self._notify({"type": "delivery", "event_id": ev["id"], "sink": sink,
+                          "status": "delivered", "attempts": failures + 1, "note": note,
+                          "delivered_at": iso(at), "latency_s": latency})
+            return
+
+    async def _db_retry(self, fn: Callable[..., T], *args: Any) -> T:
+        """A bookkeeping write must land, or the sink hears the event again."""
+        failures = 0
+        while True:
+            try:
+                return await self._db(fn, *args)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                failures += 1
+                LOG.exception("store write failed (%d)", failures)
+                await asyncio.sleep(backoff_delay(failures, self.retry_base_s,
+                                                  self.retry_max_s, self._rand()))
+
+    def _notify(self, what: dict[str, Any]) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(what)
+            except Exception:
+                LOG.exception("listener failed")
+
+    async def wait_idle(self, timeout: Optional[float] = None) -> None:
+        """Wait until no delivery is in progress (tests, orderly shutdown)."""
+        await asyncio.wait_for(self._idle.wait(), timeout)
+
+    # --- queries (REST API) ------------------------------------------------
+    async def list_instances(self) -> list[dict[str, Any]]:
+        assert self.store is not None
+        return [self._with_host_state(i) for i in await self._db(self.store.list_instances)]
+
+    async def get_instance(self, uuid: str) -> Optional[dict[str, Any]]:
+        assert self.store is not None
+        inst = await self._db(self.store.get_instance, uuid)
+        return self._with_host_state(inst) if inst is not None else None
+
+    def _with_host_state(self, inst: dict[str, Any]) -> dict[str, Any]:
+        # "silent": the heartbeat state shown is the last one heard, not news
+        inst["host_state"] = self.hosts.state(inst["host"]) if self.hosts is not None \
+            else UNKNOWN
+        return inst
+
+    async def list_hosts(self) -> list[dict[str, Any]]:
+        """Every compute this controller has heard of or expects, with its
+        instances on record."""
+        assert self.store is not None
+        counts = await self._db(self.store.host_instance_counts)
+        known = dict(self.hosts.hosts) if self.hosts is not None else {}
+        out = []
+        for host in sorted(set(counts) | set(known)):
+            rec = known.get(host)
+            d = rec.as_dict() if rec is not None else {
+                "host": host, "state": UNKNOWN, "since": None, "last_seen_at": None,
+                "agent_started_at": None, "instances": None, "silences": 0, "restarts": 0}
+            d["instances_on_record"] = counts.get(host, 0)
+            out.append(d)
+        return out
+
+    async def forget_host(self, host: str) -> bool:
+        """An operator retired `host`: drop it and its instances on record,
+        here and (by a fanout) in every other controller's view."""
+        assert self.store is not None
+        dropped = await self._db(self.store.forget_host_instances_except, host, [])
+        known = self.host_retired(host)
+        if self.bus is not None:
+            await self.bus.fanout_controller("host_retired", host=host)
+        return known or dropped > 0
+
+    def host_retired(self, host: Any) -> bool:
+        """Bus endpoint too: another controller retired `host`."""
+        if not isinstance(host, str):
+            return False
+        known = self.hosts.forget(host) if self.hosts is not None else False
+        self.metrics.forget_host(host)
+        return known
+
+    async def list_events(self, since: Optional[datetime] = None,
+                          limit: int = 1000) -> list[dict[str, Any]]:
+        assert self.store is not None
+        return await self._db(self.store.list_events, since, limit)
+
+    async def get_event(self, event_id: str) -> Optional[dict[str, Any]]:
+        assert self.store is not None
+        return await self._db(self.store.get_event, event_id)
+
+    async def healthy(self) -> bool:
+        if self.store is None or not self.started:
+            return False
+        try:
+            return await self._db(self.store.ping)
+        except Exception:
+            return False
+
+
+def _guest_deadline_s(inst: dict[str, Any], event_type: str, notification_type: str,
+                      timeout_ms: Optional[int]) -> float:
+    """How long the guest has for an action: the caller's timeout, else what it
+    registered (vote_secs, or the notice time for the action), else the most
+    StarlingX allows."""
+    from nfvha.protocol.host import notice_field
+
+    if timeout_ms:
+        return timeout_ms / 1000.0
+    field = "vote_secs" if notification_type == "revocable" else notice_field(event_type)
+    secs = (inst.get("facts") or {}).get(field)
+    if isinstance(secs, (int, float)) and not isinstance(secs, bool) \
+            and 0 < secs <= ACTION_WAIT_MAX_S:
+        return float(secs)
+    return ACTION_WAIT_MAX_S

@@ -1,0 +1,420 @@
+"""Persistent state of the controller: instances, fault events, deliveries.
+
+SQLAlchemy 2 Core, synchronous; the controller runs every call in a worker
+thread (one thread for SQLite, whose writers serialise anyway).  SQLite
+uses WAL so API readers never block the fault writer; PostgreSQL and
+MariaDB work through their URLs when several controllers share one store.
+
+Invariants:
+- ``record_fault`` commits the event and one pending delivery per sink in
+  one transaction, so a fault is stored before any sink hears of it.
+- The event id (made by the compute agent) is unique: a retried fault is a
+  no-op that reports the stored event.
+- A delivery leaves ``pending`` exactly once, to ``delivered``, ``suppressed`` or
+  ``rejected``; an update never moves it back.
+- A pending delivery is worked on by the controller holding its lease
+  (``owner``, ``lease_until``); leases are renewed while the owner lives and
+  taken over when they run out, so a dead controller's work is resumed by
+  the others without waiting for its restart.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from typing import Any, Iterable, Optional
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    func,
+    insert,
+    inspect,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from nfvha.controller import migrations
+from nfvha.controller.timeutil import iso, to_db, utcnow
+
+# MariaDB's DATETIME drops microseconds unless fsp=6 is asked for.
+Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+
+metadata = MetaData()
+
+instances = Table(
+    "instances", metadata,
+    Column("uuid", String(64), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("name", String(255)),
+    Column("state", String(16), nullable=False),       # waiting|enabled|disabled|failed
+    Column("health", String(16)),                      # healthy|unhealthy|NULL
+    Column("interval_ms", Integer),
+    Column("corrective_action", String(32)),
+    Column("facts", JSON),                             # other registration facts
+    Column("state_at", Timestamp),                     # compute's time of the state
+    Column("updated_at", Timestamp, nullable=False),   # controller's time of the update
+)
+
+events = Table(
+    "events", metadata,
+    # seq orders events by arrival ("newest last") and pages ?since= cheaply
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("instance_uuid", String(64), nullable=False, index=True),
+    Column("host", String(255), nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("corrective_action", String(32), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("detected_at", Timestamp, nullable=False),
+    Column("detected_mono", Float),
+    Column("received_at", Timestamp, nullable=False, index=True),
+)
+
+deliveries = Table(
+    "deliveries", metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("sink", String(64), primary_key=True),
+    Column("status", String(16), nullable=False),  # pending|delivered|rejected|suppressed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", Text),
+    Column("note", Text),
+    Column("delivered_at", Timestamp),
+    # lease: the controller working on a pending delivery, and until when;
+    # another controller may take it over once the lease has run out
+    Column("owner", String(128)),
+    Column("lease_until", Timestamp),
+)
+
+# Server groups defined through the REST API (Nova's come from Nova, config's
+# from the config file at each start): kept so a controller restart keeps them.
+server_groups = Table(
+    "server_groups", metadata,
+    Column("id", String(255), primary_key=True),
+    Column("name", String(255), nullable=False),
+    Column("members", JSON, nullable=False),           # instance uuids or names
+    Column("origin", String(16), nullable=False),      # api | config | nova
+    Column("updated_at", Timestamp, nullable=False),
+)
+
+PENDING, DELIVERED, REJECTED, SUPPRESSED = "pending", "delivered", "rejected", "suppressed"
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: a commit survives a process crash (SIGKILL),
+            # only an OS crash may lose the last commits.
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+class Store:
+    def __init__(self, url: str, reorder_window_s: float = 5.0) -> None:
+        self.url = url
+        self.reorder_window = timedelta(seconds=reorder_window_s)
+        self.engine = make_engine(url)
+        migrations.upgrade(self.engine, _add_missing_columns)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def ping(self) -> bool:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return True
+
+    # --- faults ------------------------------------------------------------
+    def record_fault(self, ev: dict[str, Any], sinks: Iterable[str],
+                     received_at: Optional[datetime] = None, owner: Optional[str] = None,
+                     lease_until: Optional[datetime] = None) -> tuple[dict[str, Any], bool]:
+        """Store ``ev`` (already validated) with one pending delivery per sink.
+
+        Returns (stored event, created). created=False: the id was known (a
+        compute retry); nothing was written."""
+        received = to_db(received_at or utcnow())
+        row = {
+            "id": ev["id"], "instance_uuid": ev["instance_uuid"], "host": ev["host"],
+            "kind": ev["kind"], "corrective_action": ev["corrective_action"],
+            "detail": ev["detail"], "detected_at": to_db(ev["detected_at"]),
+            "detected_mono": ev.get("detected_mono"), "received_at": received,
+        }
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(events).values(**row))
+                lease = to_db(lease_until) if lease_until is not None else None
+                sink_rows = [{"event_id": ev["id"], "sink": s, "status": PENDING,
+                              "attempts": 0, "owner": owner, "lease_until": lease}
+                             for s in sinks]
+                if sink_rows:
+                    conn.execute(insert(deliveries), sink_rows)
+        except IntegrityError:
+            stored = self.get_event(ev["id"])
+            if stored is None:  # the integrity error was something else
+                raise
+            return stored, False
+        stored = self.get_event(ev["id"])
+        assert stored is not None
+        return stored, True
+
+    def get_event(self, event_id: str) -> Optional[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(events).where(events.c.id == event_id)).mappings().first()
+            if row is None:
+                return None
+            return self._event_dict(conn, [row])[0]
+
+    def list_events(self, since: Optional[datetime] = None,
+                    limit: int = 1000) -> list[dict[str, Any]]:
+        """Oldest first. With ``since``: the first ``limit`` received after it;
+        without: the newest ``limit``."""
+        with self.engine.connect() as conn:
+            q = select(events)
+            if since is not None:
+                q = q.where(events.c.received_at > to_db(since)).order_by(
+                    events.c.received_at, events.c.seq).limit(limit)
+                rows = list(conn.execute(q).mappings())
+            else:
+                q = q.order_by(events.c.received_at.desc(), events.c.seq.desc()).limit(limit)
+                rows = list(conn.execute(q).mappings())[::-1]
+            return self._event_dict(conn, rows)
+
+    def _event_dict(self, conn: Connection, rows: list[Any]) -> list[dict[str, Any]]:
+        ids = [r["id"] for r in rows]
+        by_event: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
+        if ids:
+            q = select(deliveries).where(deliveries.c.event_id.in_(ids)).order_by(
+                deliveries.c.sink)
+            for d in conn.execute(q).mappings():
+                by_event[d["event_id"]].append({
+                    "sink": d["sink"], "status": d["status"], "attempts": d["attempts"],
+                    "last_error": d["last_error"], "note": d["note"],
+                    "delivered_at": iso(d["delivered_at"])})
+        return [{
+            "id": r["id"], "instance_uuid": r["instance_uuid"], "host": r["host"],
+            "kind": r["kind"], "corrective_action": r["corrective_action"],
+            "detail": r["detail"], "detected_at": iso(r["detected_at"]),
+            "detected_mono": r["detected_mono"], "received_at": iso(r["received_at"]),
+            "deliveries": by_event[r["id"]],
+        } for r in rows]
+
+    # --- deliveries --------------------------------------------------------
+    def claim_pending(self, owner: str, now: datetime,
+                      lease_until: datetime) -> list[tuple[dict[str, Any], str, int]]:
+        """Take the lease of every pending delivery that is ours already, has
+        no owner, or whose lease ran out; return all pending ones we own."""
+        now_db, until = to_db(now), to_db(lease_until)
+        with self.engine.begin() as conn:
+            # One UPDATE: the database row locks decide between controllers that
+            # claim at the same moment (the loser's WHERE no longer matches).
+            conn.execute(update(deliveries).where(
+                deliveries.c.status == PENDING,
+                (deliveries.c.owner == owner) | deliveries.c.lease_until.is_(None)
+                | (deliveries.c.lease_until < now_db),
+            ).values(owner=owner, lease_until=until))
+        return self.pending_deliveries(owner=owner)
+
+    def renew_leases(self, owner: str, lease_until: datetime) -> int:
+        with self.engine.begin() as conn:
+            return conn.execute(update(deliveries).where(
+                deliveries.c.status == PENDING, deliveries.c.owner == owner,
+            ).values(lease_until=to_db(lease_until))).rowcount
+
+    def release_leases(self, owner: str) -> int:
+        """Orderly stop: others may take our pending deliveries at once."""
+        with self.engine.begin() as conn:
+            return conn.execute(update(deliveries).where(
+                deliveries.c.status == PENDING, deliveries.c.owner == owner,
+            ).values(owner=None, lease_until=None)).rowcount
+
+    def pending_deliveries(self, owner: Optional[str] = None
+                           ) -> list[tuple[dict[str, Any], str, int]]:
+        """(event, sink, attempts so far) for every pending delivery (of
+        ``owner`` if given), oldest first."""
+        with self.engine.connect() as conn:
+            q = (select(deliveries.c.event_id, deliveries.c.sink, deliveries.c.attempts)
+                 .where(deliveries.c.status == PENDING))
+            if owner is not None:
+                q = q.where(deliveries.c.owner == owner)
+            pend = list(conn.execute(q))
+            if not pend:
+                return []
+            ids = sorted({p.event_id for p in pend})
+            rows = list(conn.execute(select(events).where(events.c.id.in_(ids)).order_by(
+                events.c.seq)).mappings())
+            evs = {e["id"]: e for e in self._event_dict(conn, rows)}
+            order = {e["id"]: i for i, e in enumerate(rows)}
+        pend.sort(key=lambda p: (order.get(p.event_id, 0), p.sink))
+        return [(evs[p.event_id], p.sink, p.attempts) for p in pend if p.event_id in evs]
+
+    def _finish(self, event_id: str, sink: str, values: dict[str, Any]) -> bool:
+        with self.engine.begin() as conn:
+            res = conn.execute(update(deliveries).where(
+                deliveries.c.event_id == event_id, deliveries.c.sink == sink,
+                deliveries.c.status == PENDING).values(**values))
+            return res.rowcount == 1
+
+    def mark_delivered(self, event_id: str, sink: str, note: Optional[str] = None,
+                       at: Optional[datetime] = None) -> bool:
+        return self._finish(event_id, sink, {
+            "status": DELIVERED, "attempts": deliveries.c.attempts + 1, "note": note,
+            "delivered_at": to_db(at or utcnow())})
+
+    def mark_rejected(self, event_id: str, sink: str, error: str) -> bool:
+        return self._finish(event_id, sink, {
+            "status": REJECTED, "attempts": deliveries.c.attempts + 1,
+            "last_error": error[:2000]})
+
+    def mark_suppressed(self, event_id: str, sink: str, reason: str) -> bool:
+        """Not sent: a planned operation explains the fault (planned.py)."""
+        return self._finish(event_id, sink, {"status": SUPPRESSED, "note": reason[:2000]})
+
+    def mark_failed_attempt(self, event_id: str, sink: str, error: str) -> bool:
+        return self._finish(event_id, sink, {
+            "attempts": deliveries.c.attempts + 1, "last_error": error[:2000]})
+
+    # --- instances ---------------------------------------------------------
+    def upsert_instance(self, rec: dict[str, Any], received_at: Optional[datetime] = None) -> bool:
+        """Insert or update one instance.  An update a little older than the
+        stored state (within ``reorder_window``) was overtaken on the way and
+        is ignored (returns False); one much older means the compute's clock
+        stepped back (NTP), and is applied rather than freezing the record."""
+        now = to_db(received_at or utcnow())
+        state_at = to_db(rec["at"]) if rec.get("at") is not None else now
+        values = {
+            "host": rec["host"], "name": rec.get("name"), "state": rec["state"],
+            "health": rec.get("health"), "interval_ms": rec.get("interval_ms"),
+            "corrective_action": rec.get("corrective_action"),
+            "facts": rec.get("facts") or {}, "state_at": state_at, "updated_at": now,
+        }
+        with self.engine.begin() as conn:
+            cur = conn.execute(select(instances.c.state_at, instances.c.name).where(
+                instances.c.uuid == rec["uuid"])).first()
+            if cur is None:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(insert(instances).values(uuid=rec["uuid"], **values))
+                    return True
+                except IntegrityError:  # another controller inserted it meanwhile
+                    cur = conn.execute(select(instances.c.state_at, instances.c.name).where(
+                        instances.c.uuid == rec["uuid"])).first()
+            assert cur is not None
+            if cur.state_at is not None and \
+                    cur.state_at - self.reorder_window < state_at < cur.state_at:
+                return False
+            if values["name"] is None:
+                values["name"] = cur.name  # a state change need not repeat the name
+            conn.execute(update(instances).where(instances.c.uuid == rec["uuid"]).values(
+                **values))
+            return True
+
+    def forget_host_instances_except(self, host: str, keep: Iterable[str]) -> int:
+        """A compute (re)started: instances it no longer reports are gone from it."""
+        keep = list(keep)
+        with self.engine.begin() as conn:
+            q = instances.delete().where(instances.c.host == host)
+            if keep:
+                q = q.where(instances.c.uuid.not_in(keep))
+            return conn.execute(q).rowcount
+
+    def host_inventory(self, host: str) -> list[tuple[str, str, Optional[str]]]:
+        """(uuid, heartbeat state, health) of every instance on `host`."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(instances.c.uuid, instances.c.state, instances.c.health)
+                                .where(instances.c.host == host))
+            return [(r.uuid, r.state, r.health) for r in rows]
+
+    def host_instance_counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(instances.c.host, func.count())
+                                .group_by(instances.c.host))
+            return {r[0]: r[1] for r in rows}
+
+    def hosts_with_instances(self) -> list[str]:
+        return sorted(self.host_instance_counts())
+
+    def list_instances(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(instances).order_by(instances.c.host, instances.c.uuid))
+            return [_instance_dict(r) for r in rows.mappings()]
+
+    def get_instance(self, uuid: str) -> Optional[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            r = conn.execute(select(instances).where(instances.c.uuid == uuid)).mappings().first()
+            return _instance_dict(r) if r is not None else None
+
+    # --- server groups -----------------------------------------------------
+    def put_server_group(self, group_id: str, name: str, members: list[str],
+                         origin: str = "api") -> None:
+        values = {"name": name, "members": list(members), "origin": origin,
+                  "updated_at": to_db(utcnow())}
+        with self.engine.begin() as conn:
+            done = conn.execute(update(server_groups).where(
+                server_groups.c.id == group_id).values(**values)).rowcount
+            if not done:
+                conn.execute(insert(server_groups).values(id=group_id, **values))
+
+    def delete_server_group(self, group_id: str) -> bool:
+        with self.engine.begin() as conn:
+            return conn.execute(server_groups.delete().where(
+                server_groups.c.id == group_id)).rowcount > 0
+
+    def list_server_groups(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(server_groups).order_by(server_groups.c.id)).mappings()
+            out = []
+            for r in rows:
+                members = r["members"]
+                if isinstance(members, str):
+                    members = json.loads(members)
+                out.append({"id": r["id"], "name": r["name"], "members": members or [],
+                            "origin": r["origin"]})
+            return out
+
+
+def _add_missing_columns(conn: Connection) -> None:
+    """A store made before migrations existed lacks tables and nullable
+    columns added later: add them, so it is at the baseline
+    (migrations/versions/0001) and can be stamped."""
+    metadata.create_all(conn)
+    insp = inspect(conn)
+    for table in metadata.sorted_tables:
+        have = {c["name"] for c in insp.get_columns(table.name)}
+        for col in table.columns:
+            if col.name not in have and col.nullable:
+                kind = col.type.compile(dialect=conn.dialect)
+                conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {col.name} {kind}"))
+
+
+def _instance_dict(r: Any) -> dict[str, Any]:
+    facts = r["facts"]
+    if isinstance(facts, str):  # some drivers hand JSON back as text
+        facts = json.loads(facts)
+    return {
+        "uuid": r["uuid"], "host": r["host"], "name": r["name"],
+        "heartbeat": {"state": r["state"], "health": r["health"],
+                      "interval_ms": r["interval_ms"]},
+        "corrective_action": r["corrective_action"], "facts": facts or {},
+        "state_at": iso(r["state_at"]), "updated_at": iso(r["updated_at"]),
+    }

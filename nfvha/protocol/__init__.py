@@ -1,0 +1,5 @@
+"""Sans-I/O protocol layer: framing, heartbeat v3 messages, host and guest machines.
+
+Standard library only, Python 3.8 syntax, no I/O and no clock reads: time
+comes in as an argument (see each module's docstring for its rules).
+"""

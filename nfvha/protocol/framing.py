@@ -1,0 +1,124 @@
+"""Line framing of the virtio-serial byte stream (INTERFACES.md §2).
+
+Rules that bind this file:
+
+- Each message travels as ``b"\\n" + compact JSON + b"\\n"``. A JSON text
+  never contains a raw newline, so the receiver splits on ``\\n`` and skips
+  empty pieces; there is no length prefix.
+- Bytes arrive in arbitrary pieces: one read can hold several messages (the
+  real StarlingX bug came from handling only the first), or one byte of a
+  message. ``feed`` returns every complete message of the read, in order.
+- Untrusted input never raises: garbage yields a ``FrameError`` and the
+  decoder resynchronises at the next newline.
+- Memory is bounded: no more than ``max_size`` bytes of an unterminated line
+  are ever kept. An oversized line yields one ``FrameError("oversized")`` and
+  the rest of it, up to its newline, is discarded as it arrives.
+- No I/O, no clock, standard library only, Python 3.8 syntax.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import List, Union
+
+SAMPLE_BYTES = 64
+
+
+@dataclass(frozen=True)
+class FrameError:
+    """A dropped fragment (never an exception)."""
+
+    reason: str  # "oversized" | "invalid-json" | "not-an-object" | "non-utf8" | "truncated"
+    sample: bytes  # first 64 bytes, for logs
+
+
+Decoded = Union[dict, FrameError]
+
+
+def _reject_constant(name: str) -> float:
+    # NaN / Infinity are not JSON; Python's json accepts them by default.
+    raise ValueError("non-standard JSON constant " + name)
+
+
+def _parse(line: bytes) -> Decoded:
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        return FrameError("non-utf8", line[:SAMPLE_BYTES])
+    try:
+        obj = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        # ValueError covers JSONDecodeError; deep nesting raises RecursionError.
+        return FrameError("invalid-json", line[:SAMPLE_BYTES])
+    if not isinstance(obj, dict):
+        return FrameError("not-an-object", line[:SAMPLE_BYTES])
+    return obj
+
+
+class LineDecoder:
+    """Incremental splitter: bytes in, decoded objects and errors out."""
+
+    def __init__(self, max_size: int = 4096) -> None:
+        if max_size < 1:
+            raise ValueError("max_size must be positive")
+        self.max_size = max_size
+        self._buf = bytearray()
+        # True while skipping the tail of an oversized line up to its newline.
+        self._discarding = False
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of an unterminated line currently held (always <= max_size)."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> List[Decoded]:
+        out: List[Decoded] = []
+        start = 0
+        end = len(data)
+        while start < end:
+            nl = data.find(b"\n", start)
+            if nl == -1:
+                self._keep(data, start, end, out)
+                break
+            if self._discarding:
+                self._discarding = False  # the oversized line ends here
+            elif len(self._buf) + (nl - start) > self.max_size:
+                sample = bytes(self._buf[:SAMPLE_BYTES]) or data[start : start + SAMPLE_BYTES]
+                out.append(FrameError("oversized", sample))
+                self._buf.clear()
+            else:
+                if self._buf:
+                    self._buf += data[start:nl]
+                    line = bytes(self._buf)
+                    self._buf.clear()
+                else:
+                    line = data[start:nl]
+                if line.strip():
+                    out.append(_parse(line))
+            start = nl + 1
+        return out
+
+    def _keep(self, data: bytes, start: int, end: int, out: List[Decoded]) -> None:
+        if self._discarding:
+            return
+        if len(self._buf) + (end - start) > self.max_size:
+            sample = bytes(self._buf[:SAMPLE_BYTES]) or data[start : start + SAMPLE_BYTES]
+            out.append(FrameError("oversized", sample))
+            self._buf.clear()
+            self._discarding = True
+            return
+        self._buf += data[start:end]
+
+    def close(self) -> List[FrameError]:
+        """End of stream: a trailing unterminated fragment is dropped and reported."""
+        out: List[FrameError] = []
+        if self._buf.strip() and not self._discarding:
+            out.append(FrameError("truncated", bytes(self._buf[:SAMPLE_BYTES])))
+        self._buf.clear()
+        self._discarding = False
+        return out
+
+
+def encode(msg: dict) -> bytes:
+    """b"\\n" + compact JSON + b"\\n" (ASCII-only, so no raw newline can appear)."""
+    return b"\n" + json.dumps(msg, separators=(",", ":")).encode("ascii") + b"\n"

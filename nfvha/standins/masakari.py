@@ -1,0 +1,103 @@
+"""Stand-in for Masakari (OpenStack instance HA service).
+
+Follows its published API (Masakari API reference, "Notifications":
+https://docs.openstack.org/api-ref/instance-ha/#notifications-notifications):
+``POST /v1/notifications`` with ``{"notification": {"type", "hostname",
+"generated_time", "payload"}}`` answers 202 with the created notification;
+a malformed body answers 400; the same notification (type, hostname,
+payload) again while the first is still being processed answers 409, as
+Masakari's duplicate-notification check does.  ``GET /`` and ``GET /v1``
+serve the version documents openstacksdk's discovery reads.
+"""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.responses import JSONResponse
+
+from nfvha.standins._http import Standin
+
+NOTIFICATION_TYPES = ("COMPUTE_HOST", "VM", "PROCESS")
+
+
+def _version_doc(base: str) -> dict[str, Any]:
+    return {"id": "v1.0", "status": "CURRENT", "version": "1.2", "min_version": "1.0",
+            "updated": "2016-07-01T11:33:21Z",
+            "links": [{"rel": "self", "href": f"{base}/v1/"}]}
+
+
+class MasakariStandin(Standin):
+    title = "Masakari stand-in"
+
+    def __init__(self) -> None:
+        self.notifications: list[dict[str, Any]] = []
+        super().__init__()
+
+    def _routes(self) -> None:
+        app = self.app
+
+        @app.get("/")
+        async def versions(request: Request) -> dict[str, Any]:
+            base = str(request.base_url).rstrip("/")
+            return {"versions": [_version_doc(base)]}
+
+        @app.get("/v1")
+        @app.get("/v1/")
+        async def version(request: Request) -> dict[str, Any]:
+            base = str(request.base_url).rstrip("/")
+            return {"version": _version_doc(base)}
+
+        @app.post("/v1/notifications")
+        async def create(request: Request) -> Response:
+            rec, failed = await self._record(request)
+            if failed is not None:
+                return failed
+            error = _validate(rec.body)
+            if error:
+                return JSONResponse({"badRequest": {"code": 400, "message": error}}, 400)
+            n = rec.body["notification"]
+            for prior in self.notifications:
+                if (prior["type"], prior["hostname"], prior["payload"]) == (
+                        n["type"], n["hostname"], n["payload"]) and prior["status"] == "new":
+                    return JSONResponse({"conflictingRequest": {
+                        "code": 409, "message": "Notification received from host "
+                        f"{n['hostname']} of type '{n['type']}' is ignored as it is "
+                        "already being processed."}}, 409)
+            now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")
+            created = {"id": len(self.notifications) + 1,
+                       "notification_uuid": str(uuid.uuid4()), "type": n["type"],
+                       "hostname": n["hostname"], "generated_time": n["generated_time"],
+                       "payload": n["payload"], "status": "new", "source_host_uuid":
+                       str(uuid.uuid5(uuid.NAMESPACE_DNS, n["hostname"])),
+                       "created_at": now, "updated_at": None, "deleted": False}
+            self.notifications.append(created)
+            self._accept(rec)
+            return JSONResponse({"notification": created}, 202)
+
+    def finish_all(self) -> None:
+        """Mark every notification processed (duplicates are accepted again)."""
+        for n in self.notifications:
+            n["status"] = "finished"
+
+
+def _validate(body: Any) -> str:
+    if not isinstance(body, dict) or not isinstance(body.get("notification"), dict):
+        return "Invalid input for field/attribute notification."
+    n = body["notification"]
+    for key in ("type", "hostname", "generated_time", "payload"):
+        if key not in n:
+            return f"'{key}' is a required property"
+    if n["type"] not in NOTIFICATION_TYPES:
+        return f"Invalid input for field/attribute type. Value: {n['type']}."
+    if not isinstance(n["hostname"], str) or not 1 <= len(n["hostname"]) <= 255:
+        return "Invalid input for field/attribute hostname."
+    if not isinstance(n["payload"], dict):
+        return "Invalid input for field/attribute payload."
+    try:
+        datetime.fromisoformat(str(n["generated_time"]).replace("Z", "+00:00"))
+    except ValueError:
+        return f"Invalid input for field/attribute generated_time. Value: {n['generated_time']}."
+    return ""

@@ -1,0 +1,86 @@
+"""Stand-in for the Nova compute API (only what nfvha calls).
+
+Follows its published API (Compute API reference, "Reset Server State
+(os-resetState Action)": https://docs.openstack.org/api-ref/compute/#reset-server-state-os-resetstate-action):
+``POST /v2.1/servers/{server_id}/action`` with ``{"os-resetState":
+{"state": "error"|"active"}}`` answers 202 with an empty body, 404 for an
+unknown server (when a server list is given), 400 for a bad body.
+``GET /v2.1/servers/{server_id}`` ("Show Server Details") answers
+``{"server": {"id", "name", "status", "tenant_id", "user_id", ...}}`` with
+the project given in ``projects`` (the Aodh sink looks it up).  ``GET /``
+and ``GET /v2.1`` serve the version documents openstacksdk's microversion
+discovery reads.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from fastapi import Request, Response
+from fastapi.responses import JSONResponse
+
+from nfvha.standins._http import Standin
+
+
+def _version_doc(base: str) -> dict[str, Any]:
+    return {"id": "v2.1", "status": "CURRENT", "version": "2.96", "min_version": "2.1",
+            "updated": "2013-07-23T11:33:21Z",
+            "links": [{"rel": "self", "href": f"{base}/v2.1/"}]}
+
+
+class NovaStandin(Standin):
+    title = "Nova stand-in"
+
+    def __init__(self, servers: Optional[set[str]] = None,
+                 projects: Optional[dict[str, str]] = None) -> None:
+        # None = every server id exists
+        self.servers = servers
+        self.projects = projects or {}
+        self.shown = 0
+        self.states: dict[str, str] = {}
+        super().__init__()
+
+    def _routes(self) -> None:
+        app = self.app
+
+        @app.get("/")
+        async def versions(request: Request) -> dict[str, Any]:
+            return {"versions": [_version_doc(str(request.base_url).rstrip("/"))]}
+
+        @app.get("/v2.1")
+        @app.get("/v2.1/")
+        async def version(request: Request) -> dict[str, Any]:
+            return {"version": _version_doc(str(request.base_url).rstrip("/"))}
+
+        @app.get("/v2.1/servers/{server_id}")
+        async def show(server_id: str, request: Request) -> Response:
+            if self.servers is not None and server_id not in self.servers:
+                return JSONResponse({"itemNotFound": {
+                    "code": 404, "message": f"Instance {server_id} could not be found."}}, 404)
+            self.shown += 1
+            state = self.states.get(server_id, "active")
+            return JSONResponse({"server": {
+                "id": server_id, "name": f"vm-{server_id[:8]}",
+                "status": "ERROR" if state == "error" else "ACTIVE",
+                "tenant_id": self.projects.get(server_id, "standin-project"),
+                "user_id": "standin-user", "OS-EXT-STS:vm_state": state,
+                "links": [{"rel": "self",
+                           "href": f"{str(request.base_url).rstrip('/')}/v2.1/servers/"
+                                   f"{server_id}"}]}})
+
+        @app.post("/v2.1/servers/{server_id}/action")
+        async def action(server_id: str, request: Request) -> Response:
+            rec, failed = await self._record(request)
+            if failed is not None:
+                return failed
+            if self.servers is not None and server_id not in self.servers:
+                return JSONResponse({"itemNotFound": {
+                    "code": 404, "message": f"Instance {server_id} could not be found."}}, 404)
+            body = rec.body
+            reset = body.get("os-resetState") if isinstance(body, dict) else None
+            if not isinstance(reset, dict) or reset.get("state") not in ("error", "active"):
+                return JSONResponse({"badRequest": {
+                    "code": 400, "message": "Invalid input for field/attribute os-resetState."}},
+                    400)
+            self.states[server_id] = reset["state"]
+            self._accept(rec)
+            return Response(status_code=202)

@@ -1,0 +1,80 @@
+"""The engine: run probes and watchers, inject a fault, observe, measure, judge.
+
+A scenario supplies a deployment (async context manager) that exposes:
+  probes      — list of (Probe, on_change or None)
+  watchers    — list of coroutine functions `f(stop: asyncio.Event)`
+  attacker    — the Attacker to fire
+  done(record) -> bool — the scenario has seen everything it waits for
+and the engine runs the phases: baseline → fault → observe (until done,
+plus a settle time, or a time limit) → stop → measure → verdicts.
+"""
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
+
+from .attackers import Attacker
+from .metrics import Measurement, measure
+from .probes import OnChange, Probe
+from .timeline import Record
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Phases:
+    baseline_s: float = 1.0       # samples before the fault: baseline latency, balancing
+    observe_s: float = 10.0       # longest wait after the fault
+    settle_s: float = 0.6         # after done(): long enough for a full recovery window
+
+
+@dataclass
+class Plan:
+    name: str
+    probes: List[Tuple[Probe, Optional[OnChange]]]
+    attacker: Attacker
+    watchers: List[Callable[[asyncio.Event], Awaitable[None]]] = field(default_factory=list)
+    done: Callable[[Record], bool] = lambda r: False
+    main_probe: str = "http"
+    need_instance_back: bool = True
+
+
+@dataclass
+class Outcome:
+    record: Record
+    measurement: Measurement
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+
+async def execute(plan: Plan, record: Record, phases: Phases) -> Measurement:
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(p.run(record, stop, cb)) for p, cb in plan.probes]
+    tasks += [asyncio.create_task(w(stop)) for w in plan.watchers]
+    try:
+        await asyncio.sleep(phases.baseline_s)
+        t = await plan.attacker.inject()
+        record.mark("fault", t, plan.attacker.describe())
+        end = t + phases.observe_s
+        while time.monotonic() < end and not plan.done(record):
+            await asyncio.sleep(0.02)
+            for task in tasks:            # a crashed probe must not pass silently
+                if task.done() and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+        if plan.done(record):
+            await asyncio.sleep(phases.settle_s)
+        else:
+            record.mark("timeout", time.monotonic(), f"gave up after {phases.observe_s} s")
+    finally:
+        stop.set()
+        await plan.attacker.recover()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        record.ended = time.monotonic()
+    return measure(record, probe=plan.main_probe, need_instance_back=plan.need_instance_back)

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the Debian packages nfvha's demo, tests and verification use.
+# Idempotent: installs only what is missing. Without root it only reports.
+set -u
+PKGS=(
+  socat procps iproute2 curl     # demo, guest tests, network namespaces
+  qemu-system-x86 linux-image-cloud-amd64 busybox-static   # real virtio-serial test VM
+  haproxy keepalived pacemaker corosync crmsh stress-ng    # VIM HA verification
+  openssh-server nftables        # verification nodes over SSH, port-drop attacker
+  systemd                        # systemd-analyze checks the units in etc/systemd
+  rabbitmq-server                # the bus (already running on dev/CI machines)
+  graphviz chromium              # KAOS diagrams, report check in a headless browser
+)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+  echo "nfvha: not root; missing system packages (tests needing them will skip): ${missing[*]}" >&2
+  exit 0
+fi
+echo "nfvha: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >/dev/null
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,121 @@
+"""Shared test helpers.
+
+`require(...)` is how a test says it needs a system component: on a user's
+machine without it the test skips with the reason; in CI (CI=true) it fails,
+because CI installs everything.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def missing(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"CI must provide this: {reason}")
+    pytest.skip(reason)
+
+
+def require_command(*names: str) -> None:
+    for name in names:
+        if shutil.which(name) is None and not os.path.exists(f"/usr/sbin/{name}"):
+            missing(f"{name} is not installed (make test installs it when run as root)")
+
+
+def require_tcp(host: str, port: int, what: str) -> None:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            pass
+    except OSError as exc:
+        missing(f"{what} is not reachable at {host}:{port}: {exc}")
+
+
+def require_root(what: str) -> None:
+    if os.geteuid() != 0:
+        missing(f"{what} needs root")
+
+
+def require_rabbitmq() -> str:
+    """Returns the transport URL of the local RabbitMQ."""
+    url = os.environ.get("NFVHA_TEST_TRANSPORT_URL", "rabbit://guest:guest@127.0.0.1:5672/")
+    require_tcp("127.0.0.1", 5672, "RabbitMQ")
+    return url
+
+
+@pytest.fixture
+def sock_dir():
+    """A short temporary directory: UNIX socket paths are limited to 107 bytes,
+    and pytest's tmp_path can be longer."""
+    import tempfile
+    from pathlib import Path
+
+    d = Path(tempfile.mkdtemp(prefix="nfvha-", dir="/tmp"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def poll(fn, timeout: float, what: str):
+    """Calls `fn` (plain or async) every 100 ms until it returns something
+    true, and returns that; an HTTP error counts as "not yet" (a service
+    still starting). Fails the test after `timeout` with the last value."""
+    import asyncio
+    import inspect
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn()
+            if inspect.isawaitable(last):
+                last = await last
+            if last:
+                return last
+        except httpx.HTTPError:
+            pass
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}; last={last!r}")
+
+
+async def until(cond, timeout: float = 10.0) -> None:
+    """Waits (polling every 20 ms) until `cond()` holds; fails the test after `timeout`."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not cond():
+        assert loop.time() < end, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+def services_conf(path, *, url: str, run: str, port: int, instances, db,
+                  host: str | None = None, extra: str = "", heartbeat: str = "",
+                  default: str = ""):
+    """An nfvha.conf for controller/compute processes over RabbitMQ: their own
+    exchange (`run`), SQLite `db`, REST on `port`, no fault spool. `extra`
+    adds sections; `default` and `heartbeat` add lines to those sections."""
+    path.write_text(
+        f"[DEFAULT]\nhost = {host or f'compute-{run}'}\ncontrol_exchange = nfvha-test-{run}\n"
+        f"{default}"
+        f"[bus]\ntransport_url = {url}\n"
+        f"[database]\nconnection = sqlite:///{db}\n"
+        f"[api]\nport = {port}\n"
+        f"[heartbeat]\ninstances_dir = {instances}\nspool_dir =\n{heartbeat}"
+        f"{extra}")
+    return path
