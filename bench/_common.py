@@ -31,7 +31,7 @@ class StubController:
         self.states: list[dict] = []
         self.faults: list[dict] = []
 
-    async def hello(self, host: str, instances: list) -> None:
+    async def hello(self, host: str, instances: list, agent_started_at=None) -> None:
         pass
 
     async def alive(self, **kwargs) -> None:

@@ -33,7 +33,7 @@ async def main(url, prefix, casts):
             print(json.dumps({"fault": event["id"]}), flush=True)
             return {"ok": True, "id": event["id"]}
 
-        async def hello(self, host, instances):
+        async def hello(self, host, instances, agent_started_at=None):
             print(json.dumps({"hello": host, "n": len(instances)}), flush=True)
             await bus.cast_compute(host, "welcome", to=host)
             await bus.fanout_compute("announce", sender="controller")

@@ -53,7 +53,7 @@ def test_an_agent_restart_is_seen_by_its_start_time() -> None:
     tr = h.seen("c1", 21.0, WALL, "t2")
     assert (tr.old, tr.new, tr.restarted) == (SILENT, UP, True)
     assert h.hosts["c1"].restarts == 2
-    # hello carries no start time: that is no restart
+    # a report without a start time (an old agent's hello) is no restart
     assert h.seen("c1", 22.0, WALL, None) is None
 
 
@@ -163,6 +163,25 @@ async def test_malformed_alive_reports_are_refused_not_fatal(tmp_path: Path) -> 
         assert await c.list_hosts() == []
         assert c.metrics.invalid.labels("alive")._value.get() == 7
         assert (await c.alive("h"))["ok"]
+    finally:
+        await c.stop()
+
+
+async def test_a_restarted_agents_hello_counts_the_restart_before_its_first_alive(
+        tmp_path: Path) -> None:
+    """hello goes to one controller, alive to all: a controller whose first
+    word from the new agent is its hello must see the restart there."""
+    c = Controller(f"sqlite:///{tmp_path / 'c.db'}", [], agent_down_after_s=5)
+    await c.start()
+    try:
+        await c.hello("c1", [_record(str(uuid.uuid4()))], agent_started_at="t0")
+        assert (await c.hello("c1", [], agent_started_at="t1"))["ok"]
+        [h] = await c.list_hosts()
+        assert (h["restarts"], h["agent_started_at"], h["instances"]) == (1, "t1", 0)
+        r = await c.hello("c1", [], agent_started_at=["t2"])
+        assert r["ok"] is False and "agent_started_at" in r["error"]
+        assert c.metrics.invalid.labels("hello")._value.get() == 1
+        assert (await c.list_hosts())[0]["agent_started_at"] == "t1"
     finally:
         await c.stop()
 

@@ -31,7 +31,7 @@ class Controller:
         self.states: list[dict] = []
         self.faults: list[dict] = []
 
-    async def hello(self, host: str, instances: list[dict]) -> None:
+    async def hello(self, host: str, instances: list[dict], agent_started_at=None) -> None:
         self.hellos.append({"host": host, "instances": instances})
 
     async def instance_state(self, **kwargs: object) -> None:

@@ -33,7 +33,7 @@ class FlakyController:
         self.failures = failures
         self.calls: list[dict] = []
 
-    async def hello(self, host: str, instances: list[dict]) -> None:
+    async def hello(self, host: str, instances: list[dict], agent_started_at=None) -> None:
         pass
 
     async def instance_state(self, **kwargs: object) -> None:

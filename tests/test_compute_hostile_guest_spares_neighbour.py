@@ -45,7 +45,7 @@ class Recorder:
     def __init__(self) -> None:
         self.faults: list[dict] = []
 
-    async def hello(self, host: str, instances: list[dict]) -> None:
+    async def hello(self, host: str, instances: list[dict], agent_started_at=None) -> None:
         pass
 
     async def instance_state(self, **kwargs: object) -> None:

@@ -71,7 +71,8 @@ class Controller:
         self.states: list[dict[str, Any]] = []
         self.faults: list[dict[str, Any]] = []
 
-    async def hello(self, host: str, instances: list[dict[str, Any]]) -> None:
+    async def hello(self, host: str, instances: list[dict[str, Any]],
+                    agent_started_at: Any = None) -> None:
         self.hellos.append({"host": host, "instances": instances})
 
     async def instance_state(self, **kwargs: Any) -> None:

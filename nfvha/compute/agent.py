@@ -116,7 +116,7 @@ class ComputeAgent:
         self._rescan()  # creates sessions; connects come after hello
         await self.bus.serve_compute(self.host, AgentEndpoint(self))
         await self.bus.cast_controller(
-            "hello", host=self.host,
+            "hello", host=self.host, agent_started_at=self.started_at,
             instances=[self._record(s) for s in self.sessions.values()])
         self._tasks = [loop.create_task(self._send_casts(), name="compute-casts"),
                        loop.create_task(self._scan_loop(), name="compute-scan")]
@@ -301,7 +301,7 @@ class ComputeAgent:
         after every state change already queued."""
         self.counters["resyncs"] += 1
         LOG.info("controller asked for a resync: sending %d instances", len(self.sessions))
-        self._cast("hello", host=self.host,
+        self._cast("hello", host=self.host, agent_started_at=self.started_at,
                    instances=[self._record(s) for s in self.sessions.values()])
 
     # -- votes and notices ------------------------------------------------------------------

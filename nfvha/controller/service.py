@@ -200,12 +200,16 @@ class Controller:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     # --- bus endpoint: compute → controller ---------------------------------
-    async def hello(self, host: str, instances: list[dict[str, Any]]) -> dict[str, Any]:
+    async def hello(self, host: str, instances: list[dict[str, Any]],
+                    agent_started_at: Any = None) -> dict[str, Any]:
         """A compute (re)started and lists the instances it serves now."""
         assert self.store is not None
         if not isinstance(instances, list):
             self.metrics.invalid.labels("hello").inc()
             return {"ok": False, "error": "instances must be a list"}
+        if not _started_at_ok(agent_started_at):
+            self.metrics.invalid.labels("hello").inc()
+            return {"ok": False, "error": "agent_started_at must be a short string"}
         records, errors = [], []
         for item in instances:
             try:
@@ -219,7 +223,9 @@ class Controller:
                         errors[:3])
         if not isinstance(host, str) or not host or len(host) > validate.MAX_HOST:
             return {"ok": False, "error": "host must be a non-empty string"}
-        self._seen(host, instances=len(records))
+        # the start time too: a hello is often a restarted agent's first word
+        # to this controller, before its next `alive`
+        self._seen(host, agent_started_at, len(records))
 
         def apply() -> None:
             assert self.store is not None
@@ -238,8 +244,7 @@ class Controller:
         """A compute agent's periodic sign of life (a fanout: every controller
         hears it)."""
         if not isinstance(host, str) or not host or len(host) > validate.MAX_HOST \
-                or not isinstance(agent_started_at, (str, type(None))) \
-                or (agent_started_at is not None and len(agent_started_at) > 64) \
+                or not _started_at_ok(agent_started_at) \
                 or not isinstance(instances, (int, type(None))) or isinstance(instances, bool):
             self.metrics.invalid.labels("alive").inc()
             return {"ok": False, "error": "host, agent_started_at and instances have "
@@ -642,3 +647,7 @@ def _guest_deadline_s(inst: dict[str, Any], event_type: str, notification_type: 
             and 0 < secs <= ACTION_WAIT_MAX_S:
         return float(secs)
     return ACTION_WAIT_MAX_S
+
+
+def _started_at_ok(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and len(value) <= 64)
