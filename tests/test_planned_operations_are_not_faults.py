@@ -111,7 +111,9 @@ def fault(uuid_: str, kind: str = "channel_lost") -> dict[str, Any]:
 async def test_controller_suppresses_explained_faults_and_reports_the_rest(
         tmp_path: Path) -> None:
     sink = Sink()
-    c = Controller(f"sqlite:///{tmp_path / 'c.db'}", [sink], planned_grace_s=0.2,
+    # a grace far above the time a delivery takes, so that a loaded machine
+    # cannot blur "held" and "not held"
+    c = Controller(f"sqlite:///{tmp_path / 'c.db'}", [sink], planned_grace_s=1.0,
                    planned_linger_s=0.3)
     await c.start()
     try:
@@ -119,7 +121,7 @@ async def test_controller_suppresses_explained_faults_and_reports_the_rest(
         t0 = time.monotonic()
         await c.fault(fault("plain"))
         await c.wait_idle(5)
-        assert sink.got[-1][0] - t0 < 0.15
+        assert sink.got[-1][0] - t0 < 0.5
 
         migrating, other, late = "u-migrating", "u-other", "u-late"
         await c.on_nova_notification(versioned("instance.update", migrating,
@@ -135,7 +137,7 @@ async def test_controller_suppresses_explained_faults_and_reports_the_rest(
 
         told = [e["instance_uuid"] for _t, e in sink.got]
         assert told == ["plain", other]
-        assert sink.got[-1][0] - t1 >= 0.19          # held for the grace
+        assert sink.got[-1][0] - t1 >= 0.99          # held for the grace
         for event_id, why in ((ev["id"], "task_state migrating"),
                               (ev_late["id"], "operation pause in progress")):
             stored = await c.get_event(event_id)
@@ -213,7 +215,7 @@ async def test_a_deleted_vm_raises_no_alarm_a_crashed_one_does(sock_dir: Path) -
         sock_dir / "n.conf", url=url, run=run, port=port, instances=instances,
         db=sock_dir / "n.sqlite", heartbeat="planned_grace_ms = 2000\n",
         extra=f"[reporters]\nenabled = webhook\n[webhook]\nurl = {sink.url}\n"
-              f"[servergroup]\nnova_notifications = true\nnotification_topics = {topic}\n"
+              f"[nova]\nnotifications = true\nnotification_topics = {topic}\n"
               f"notification_pool = nfvha-test-{run}\n")
     vms = {name: str(uuid.uuid4()) for name in ("deleted", "crashed")}
     channels, guests = {}, []
@@ -330,7 +332,7 @@ async def test_every_controller_listens_for_operations_in_a_pool_of_its_own(
     conf = cfg.ConfigOpts()
     register(conf)
     conf([], project="nfvha-test")
-    conf.set_override("nova_notifications", True, group="servergroup")
+    conf.set_override("notifications", True, group="nova")
     stacks = []
     for cid in ("ctl-a", "ctl-b"):
         stack = Stack()

@@ -61,7 +61,8 @@ async def test_broadcast_and_nova_notification_cross_rabbitmq_between_processes(
         f"[DEFAULT]\ncontrol_exchange = nfvha-test-{run}\n"
         f"[bus]\ntransport_url = {url}\n"
         f"[database]\nconnection = sqlite:///{sock_dir / 'db.sqlite'}\n"
-        f"[servergroup]\ngroups_file = {groups}\nnova_notifications = true\n"
+        f"[servergroup]\ngroups_file = {groups}\n"
+        f"[nova]\nnotifications = true\n"
         f"notification_topics = {topic}\nnotification_pool = nfvha-test-{run}\n")
     peers: dict[str, WirePeer] = {}
     confs = {}

@@ -112,24 +112,24 @@ def messaging_options(conf: cfg.ConfigOpts) -> dict[str, Any]:
 
 async def start_servergroup_sources(conf: cfg.ConfigOpts, stack: Stack) -> None:
     """Nova as a source of groups and state changes, when configured."""
-    sgc = conf.servergroup
+    sgc, nova = conf.servergroup, conf.nova
     service = stack.controller.servergroups
-    if sgc.nova_notifications:
+    if nova.notifications:
         listen = getattr(stack.bus, "listen_notifications", None)
         if listen is None:
-            LOG.warning("[servergroup] nova_notifications needs a RabbitMQ transport_url")
+            LOG.warning("[nova] notifications needs a RabbitMQ transport_url")
         else:
             # Server-group peers: the controllers share one pool, so each
             # notification is told to the peers once.
-            await listen("nova", list(sgc.notification_topics),
-                         service.on_nova_notification, pool=sgc.notification_pool)
+            await listen("nova", list(nova.notification_topics),
+                         service.on_nova_notification, pool=nova.notification_pool)
             # Planned operations: every controller must see every operation
             # (any of them may deliver the fault it explains), so each has a
             # pool of its own, named after its stable controller_id: what
             # Nova said while it restarted waits for it.
             ctl = stack.controller
-            await listen("nova", list(sgc.notification_topics), ctl.on_nova_operation,
-                         pool=f"{sgc.notification_pool}-planned-{ctl.controller_id}")
+            await listen("nova", list(nova.notification_topics), ctl.on_nova_operation,
+                         pool=f"{nova.notification_pool}-planned-{ctl.controller_id}")
             # faults wait the grace from now on, not only after a first notification
             ctl.planned_active = True
     if sgc.nova_cloud:

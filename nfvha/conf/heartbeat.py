@@ -38,7 +38,7 @@ OPTS = [
                       "above 3 x agent_report_interval_s. No VM fault is raised for it. "
                       "0: do not track."),
     cfg.IntOpt("planned_grace_ms", default=250, min=0, max=10000,
-               help="Controller, with [servergroup] nova_notifications: how long a fault "
+               help="Controller, with [nova] notifications: how long a fault "
                     "waits before it is checked against the Nova operations in progress "
                     "(Nova's notification of an operation travels apart from the fault "
                     "it causes). A fault an operation explains is stored with its "

@@ -25,18 +25,6 @@ OPTS = [
     cfg.FloatOpt("nova_sync_s", default=60.0, min=1.0,
                  help="How often groups are re-read from Nova (notifications keep "
                       "placement current in between)."),
-    cfg.BoolOpt("nova_notifications", default=False,
-                help="Listen to Nova's notifications (exchange 'nova') on the bus: tell "
-                     "group members about their peers' state changes, and do not report a "
-                     "fault that a Nova operation in progress explains (delete, stop, "
-                     "reboot, pause, suspend, shelve, resize, rescue, evacuate, live "
-                     "migration; see [heartbeat] planned_grace_ms). Recommended with "
-                     "OpenStack, with Nova's [notifications] notify_on_state_change = "
-                     "vm_and_task_state."),
-    cfg.ListOpt("notification_topics", default=["notifications", "versioned_notifications"],
-                help="Nova notification topics to listen to."),
-    cfg.StrOpt("notification_pool", default="nfvha",
-               help="Listener pool: nfvha's own queue, so other consumers keep theirs."),
 ]
 
 
