@@ -8,6 +8,7 @@ PKGS=(
   haproxy keepalived pacemaker corosync crmsh stress-ng    # VIM HA verification
   openssh-server nftables        # verification nodes over SSH, port-drop attacker
   systemd                        # systemd-analyze checks the units in etc/systemd
+  prometheus                     # promtool checks and unit-tests etc/prometheus rules
   rabbitmq-server                # the bus (already running on dev/CI machines)
   graphviz chromium              # KAOS diagrams, report check in a headless browser
 )

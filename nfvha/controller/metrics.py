@@ -2,14 +2,19 @@
 controllers in one process — tests, all-in-one — do not collide)."""
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from nfvha.protocol.host import FAULT_KINDS
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                    5.0, 10.0, 30.0, 60.0, 300.0)
 
 
 class ControllerMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, sinks: Iterable[str] = (),
+                 methods: Iterable[str] = ()) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.faults = Counter("nfvha_faults_received", "Fault events stored, by kind",
@@ -45,6 +50,19 @@ class ControllerMetrics:
         self.compute_silences = Counter("nfvha_compute_silences",
                                         "Times a compute agent went silent", ["host"],
                                         registry=r)
+        # Every series we know of exists from the start, at 0: Prometheus's
+        # increase() cannot see a counter's first step when its series
+        # appears already at 1, so an alert on the first fault a sink
+        # rejects for good would never fire.
+        for kind in FAULT_KINDS:
+            self.faults.labels(kind)
+        for method in (*methods, "nova_notification"):
+            self.invalid.labels(method)
+        for sink in sinks:
+            for metric in (self.attempts, self.latency, self.pending, self.suppressed):
+                metric.labels(sink)
+            for final in ("true", "false"):
+                self.failures.labels(sink, final)
 
     def forget_host(self, host: str) -> None:
         for metric in (self.compute_up, self.compute_last_seen, self.compute_silences):

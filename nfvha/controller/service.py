@@ -88,7 +88,8 @@ class Controller:
         self.retry_max_s = retry_max_s
         self.attempt_timeout_s = attempt_timeout_s
         self._rand = rng or random.random
-        self.metrics = ControllerMetrics()
+        self.metrics = ControllerMetrics(sinks=list(self.reporters),
+                                         methods=sorted(self.BUS_METHODS))
         # Compute agents' liveness (their `alive` fanout); None: not tracked
         self.hosts: Optional[HostLiveness] = (
             HostLiveness(agent_down_after_s) if agent_down_after_s > 0 else None)

@@ -171,9 +171,12 @@ class StateChanged:
     restart_secs: Optional[int] = None
 
 
+FAULT_KINDS = ("heartbeat_loss", "unhealthy", "channel_lost")
+
+
 @dataclass(frozen=True)
 class Fault:
-    kind: str  # "heartbeat_loss" | "unhealthy" | "channel_lost"
+    kind: str  # one of FAULT_KINDS
     corrective_action: str
     detail: str
 
