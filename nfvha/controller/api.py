@@ -15,6 +15,7 @@ from fastapi import APIRouter, FastAPI, HTTPException, Query, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
+from nfvha.controller.dashboard import dashboard_router
 from nfvha.controller.service import Controller
 from nfvha.protocol.heartbeat import EVENT_TYPES
 
@@ -185,6 +186,7 @@ def make_app(controller: Controller) -> FastAPI:
         return Response(generate_latest(controller.metrics.registry),
                         media_type=CONTENT_TYPE_LATEST)
 
+    app.include_router(dashboard_router())
     return app
 
 
