@@ -57,6 +57,13 @@ async def _read_acks(proc: subprocess.Popen, want: int) -> list[str]:
     return acked
 
 
+async def _settled(*standins: WebhookStandin, quiet_s: float = 0.3) -> None:
+    """Until no stand-in has seen a new request for `quiet_s`."""
+    seen = -1
+    while seen != (seen := sum(len(s.attempts) for s in standins)):
+        await asyncio.sleep(quiet_s)
+
+
 async def test_sigkilled_controller_loses_nothing_and_repeats_nothing(tmp_path: Path):
     db = f"sqlite:///{tmp_path}/ctl.sqlite"
     async with WebhookStandin() as up, WebhookStandin() as down:
@@ -76,6 +83,12 @@ async def test_sigkilled_controller_loses_nothing_and_repeats_nothing(tmp_path: 
                       if ln.startswith("ACK ")]
             proc.stdout.close()
         assert proc.returncode == -signal.SIGKILL
+        # The stand-ins share this event loop, which the blocking wait above
+        # held: requests the controller sent before it died may still wait
+        # in their sockets. Let them be answered (by "down": refused) now,
+        # or "down" would accept one after recover() below and hear that
+        # event twice: at-least-once, but not what this test counts.
+        await _settled(up, down)
 
         store = Store(db)
         try:

@@ -16,6 +16,7 @@ import urllib.request
 
 import pytest
 
+from nfvha.verify.deploy.procfs import is_zombie
 from tests.conftest import require_command, require_rabbitmq, require_root
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
@@ -266,7 +267,6 @@ def test_cluster_stop_leaves_no_process_and_can_start_again(cluster):
     assert pids
     cluster.stop()
     time.sleep(0.2)
-    alive = [p for p in pids if os.path.exists(f"/proc/{p}")
-             and "Z" not in open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[:1]]
+    alive = [p for p in pids if not is_zombie(p)]
     assert alive == []
     assert not os.path.exists(f"/run/netns/{cluster.ns.name}")
