@@ -78,8 +78,9 @@ def test_address_watch_stamps_add_and_remove(lan):
 
 def test_delete_kills_processes_left_inside(lan):
     p = lan.nodes["a"].popen(["sleep", "60"])
-    deadline = time.monotonic() + 2
-    while p.pid not in netns.pids_in(lan.nodes["a"].name) and time.monotonic() < deadline:
+    deadline = time.monotonic() + 10
+    while p.pid not in netns.pids_in(lan.nodes["a"].name):
+        assert time.monotonic() < deadline, "the process never entered the namespace"
         time.sleep(0.01)
     lan.nodes["a"].delete()
     assert p.wait(5) is not None

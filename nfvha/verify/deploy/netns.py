@@ -93,7 +93,13 @@ class NetNS:
         while pids and time.monotonic() < deadline:
             time.sleep(0.02)
             pids = pids_in(self.name)
-        _kill_all(pids, signal.SIGKILL)
+        # SIGKILL until none is left: a process may still be entering (an
+        # `ip netns exec` between its setns and its exec) after the first look
+        deadline = time.monotonic() + grace
+        while pids and time.monotonic() < deadline:
+            _kill_all(pids, signal.SIGKILL)
+            time.sleep(0.02)
+            pids = pids_in(self.name)
         sh(["ip", "netns", "delete", self.name], check=False)
 
     def socket(self, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM) -> socket.socket:
