@@ -178,10 +178,13 @@ async def test_a_restarted_agents_hello_counts_the_restart_before_its_first_aliv
         assert (await c.hello("c1", [], agent_started_at="t1"))["ok"]
         [h] = await c.list_hosts()
         assert (h["restarts"], h["agent_started_at"], h["instances"]) == (1, "t1", 0)
-        r = await c.hello("c1", [], agent_started_at=["t2"])
-        assert r["ok"] is False and "agent_started_at" in r["error"]
+        # a bad start time is ignored (and counted); the instance list still counts
+        r = await c.hello("c1", [_record(str(uuid.uuid4()))], agent_started_at=["t2"])
+        assert r["ok"] is False and "agent_started_at" in r["errors"][0]
         assert c.metrics.invalid.labels("hello")._value.get() == 1
-        assert (await c.list_hosts())[0]["agent_started_at"] == "t1"
+        [h] = await c.list_hosts()
+        assert (h["agent_started_at"], h["restarts"], h["instances"]) == ("t1", 1, 1)
+        assert len(await c.list_instances()) == 1
     finally:
         await c.stop()
 

@@ -210,10 +210,12 @@ class Controller:
         if not isinstance(instances, list):
             self.metrics.invalid.labels("hello").inc()
             return {"ok": False, "error": "instances must be a list"}
-        if not _started_at_ok(agent_started_at):
-            self.metrics.invalid.labels("hello").inc()
-            return {"ok": False, "error": "agent_started_at must be a short string"}
         records, errors = [], []
+        if not _started_at_ok(agent_started_at):
+            # the instance list still counts: refusing it would leave the
+            # store behind what the compute runs
+            errors.append("agent_started_at ignored: not a string of at most 64")
+            agent_started_at = None
         for item in instances:
             try:
                 records.append(validate.instance_record(host, item if isinstance(item, dict)
@@ -222,7 +224,7 @@ class Controller:
                 errors.append(str(exc))
         if errors:
             self.metrics.invalid.labels("hello").inc(len(errors))
-            LOG.warning("hello from %r: %d bad instance records: %s", host, len(errors),
+            LOG.warning("hello from %r: %d bad items: %s", host, len(errors),
                         errors[:3])
         if not isinstance(host, str) or not host or len(host) > validate.MAX_HOST:
             return {"ok": False, "error": "host must be a non-empty string"}
