@@ -69,7 +69,8 @@ class Stack:
             await self.bus.stop()
 
 
-async def start_api(stack: Stack, listen: str, port: int) -> None:
+async def start_api(stack: Stack, listen: str, port: int,
+                    conf: cfg.ConfigOpts | None = None) -> None:
     import socket
 
     import uvicorn
@@ -77,6 +78,16 @@ async def start_api(stack: Stack, listen: str, port: int) -> None:
     from nfvha.controller.api import make_app
 
     app = make_app(stack.controller)
+    if conf is not None and conf.api.auth_strategy == "keystone":
+        from nfvha.controller import apiauth
+        from nfvha.controller.reporters._openstack import connect
+
+        cloud = conf.api.keystone_cloud
+        if not cloud:
+            raise SystemExit("[api] auth_strategy = keystone needs [api] keystone_cloud")
+        tokens = apiauth.KeystoneTokens(lambda: connect(cloud=cloud), conf.api.admin_roles,
+                                        cache_s=conf.api.token_cache_s)
+        apiauth.protect(app, tokens, protect_reads=conf.api.protect_reads)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((listen, port))
@@ -182,7 +193,7 @@ async def start_stack(conf: cfg.ConfigOpts, *, controller: bool, compute: bool,
             await start_servergroup_sources(conf, stack)
             if api != "":
                 listen, port = split_hostport(api) if api else (conf.api.listen, conf.api.port)
-                await start_api(stack, listen, port)
+                await start_api(stack, listen, port, conf)
         if compute:
             from nfvha.compute.agent import ComputeAgent
             from nfvha.protocol.host import HostConfig

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import httpx
 
@@ -10,7 +11,10 @@ def show(what: str, api: str, as_json: bool) -> int:
     base = api if api.startswith("http") else f"http://{api}"
     path = "/v1/instances" if what == "status" else "/v1/events"
     try:
-        resp = httpx.get(base + path, timeout=5)
+        # a Keystone token, for a controller with [api] protect_reads
+        token = os.environ.get("OS_TOKEN") or os.environ.get("OS_AUTH_TOKEN")
+        resp = httpx.get(base + path, timeout=5,
+                         headers={"X-Auth-Token": token} if token else None)
         resp.raise_for_status()
     except httpx.HTTPError as exc:
         print(f"nfvha: cannot read {base}{path}: {exc}")

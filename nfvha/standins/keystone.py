@@ -5,14 +5,17 @@ Follows its published API (Identity API v3, "Password authentication with
 scoped authorization": https://docs.openstack.org/api-ref/identity/v3/#password-authentication-with-scoped-authorization):
 ``POST /v3/auth/tokens`` answers 201 with the token in the
 ``X-Subject-Token`` header and ``{"token": {..., "catalog": [...]}}`` in the
-body, 401 for a wrong password; ``GET /`` and ``GET /v3`` serve the version
-documents keystoneauth's discovery reads.
+body, 401 for a wrong password; ``GET /v3/auth/tokens`` ("Validate and show
+information for token": the caller's token in ``X-Auth-Token``, the one to
+check in ``X-Subject-Token``) answers 200 with the token's body, 401 if the
+caller's token is not valid, 404 if the subject token is not; ``GET /`` and
+``GET /v3`` serve the version documents keystoneauth's discovery reads.
 """
 from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Optional
 
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
@@ -31,12 +34,19 @@ class KeystoneStandin(Standin):
     title = "Keystone stand-in"
 
     def __init__(self, users: dict[str, str], catalog: dict[str, str],
-                 region: str = "RegionOne") -> None:
+                 region: str = "RegionOne",
+                 roles: Optional[dict[str, list[str]]] = None) -> None:
         self.users = users            # user name → password
         self.catalog = catalog        # service type → endpoint URL
         self.region = region
+        self.roles = roles or {}      # user name → role names (default: admin)
         self.tokens: set[str] = set()
+        self.issued: dict[str, dict[str, Any]] = {}   # token → its body
         super().__init__()
+
+    def revoke(self, token: str) -> None:
+        self.tokens.discard(token)
+        self.issued.pop(token, None)
 
     def _catalog(self) -> list[dict[str, Any]]:
         return [{"type": stype, "name": stype, "id": uuid.uuid5(uuid.NAMESPACE_URL, url).hex,
@@ -89,10 +99,29 @@ class KeystoneStandin(Standin):
                                              scope.get("name", "admin")).hex,
                             "name": scope.get("name", "admin"),
                             "domain": {"id": "default", "name": "Default"}},
-                "roles": [{"id": uuid.uuid5(uuid.NAMESPACE_DNS, "admin").hex,
-                           "name": "admin"}],
+                "roles": [{"id": uuid.uuid5(uuid.NAMESPACE_DNS, role).hex, "name": role}
+                          for role in self.roles.get(name, ["admin"])],
                 "is_domain": False,
                 "catalog": self._catalog(),
             }}
+            self.issued[token] = body["token"]
             self._accept(rec)
             return JSONResponse(body, 201, headers={"X-Subject-Token": token})
+
+        @app.get("/v3/auth/tokens")
+        async def validate(request: Request) -> Response:
+            rec, failed = await self._record(request)
+            if failed is not None:
+                return failed
+            if request.headers.get("x-auth-token") not in self.tokens:
+                return JSONResponse({"error": {"code": 401, "title": "Unauthorized",
+                                               "message": "The request you have made "
+                                               "requires authentication."}}, 401)
+            subject = request.headers.get("x-subject-token", "")
+            if subject not in self.issued:
+                return JSONResponse({"error": {"code": 404, "title": "Not Found",
+                                               "message": "Could not find token: "
+                                               f"{subject[:64]}."}}, 404)
+            self._accept(rec)
+            return JSONResponse({"token": self.issued[subject]}, 200,
+                                headers={"X-Subject-Token": subject})
