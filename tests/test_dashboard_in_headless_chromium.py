@@ -48,7 +48,8 @@ def _row(dom: str, attr: str, value: str) -> str:
 async def test_the_dashboard_shows_the_controllers_state_and_escapes_guest_text(
         tmp_path: Path) -> None:
     require_command("chromium")
-    c = Controller(f"sqlite:///{tmp_path / 'c.db'}", [LogReporter()], agent_down_after_s=0.5)
+    # cmp-ok talks every 0.1 s; 1.5 s of quiet leaves room for a loaded machine
+    c = Controller(f"sqlite:///{tmp_path / 'c.db'}", [LogReporter()], agent_down_after_s=1.5)
     await c.start()
     api = ApiServer(make_app(c))
     port = await api.start()
