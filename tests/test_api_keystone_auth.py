@@ -154,6 +154,9 @@ async def test_the_controller_service_applies_the_configured_strategy(tmp_path: 
         async with httpx.AsyncClient(base_url=stack.api_url) as http:
             r = await http.delete("/v1/hosts/h1")
             assert r.status_code == 401
+            # a token, but no cloud "nowhere" to check it with: 503, no crash
+            r = await http.delete("/v1/hosts/h1", headers={"X-Auth-Token": "t"})
+            assert r.status_code == 503 and "cannot validate" in r.text, r.text
             assert (await http.get("/v1/hosts")).status_code == 200
         conf.set_override("keystone_cloud", None, group="api")
         with pytest.raises(SystemExit, match="keystone_cloud"):

@@ -96,15 +96,15 @@ class KeystoneTokens:
 
     def _validate(self, token: str) -> dict[str, Any]:
         """Blocking (keystoneauth): run in a worker thread."""
-        if self._conn is None:
-            self._conn = self._source()
-        session = self._conn.session
-        base = str(session.auth.auth_url).rstrip("/")
-        url = (base if base.endswith("/v3") else base + "/v3") + "/auth/tokens"
         self.validations += 1
         try:
+            if self._conn is None:
+                self._conn = self._source()
+            session = self._conn.session
+            base = str(session.auth.auth_url).rstrip("/")
+            url = (base if base.endswith("/v3") else base + "/v3") + "/auth/tokens"
             r = session.get(url, headers={"X-Subject-Token": token}, raise_exc=False)
-        except Exception as exc:  # Keystone unreachable, our own login refused
+        except Exception as exc:  # no such cloud, Keystone unreachable, our login refused
             raise Denied(503, f"cannot validate the token: {type(exc).__name__}") from exc
         if r.status_code in (401, 404):
             raise Denied(401, "token not valid")
