@@ -119,3 +119,10 @@ def services_conf(path, *, url: str, run: str, port: int, instances, db,
         f"[heartbeat]\ninstances_dir = {instances}\nspool_dir =\n{heartbeat}"
         f"{extra}")
     return path
+
+
+# headless Chromium as the tests run it (reports, dashboard): no sandbox as
+# root, nothing fetched from the network on its own
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"]

@@ -12,15 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from conftest import require_command
+from conftest import CHROMIUM_FLAGS, require_command
 
 from nfvha.controller.api import ApiServer, make_app
 from nfvha.controller.reporters.log import LogReporter
 from nfvha.controller.service import Controller
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                  "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"]
 HOSTILE = '<img src=x onerror="document.title=\'owned\'">web-2'
 
 

@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from nfvha.verify.deploy.procfs import is_zombie
 from tests.conftest import require_command, require_root
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
@@ -21,14 +22,6 @@ pytestmark = [pytest.mark.system, pytest.mark.slow]
 def _daemon_pids(cluster) -> list[int]:
     log = (cluster.workdir / "supervisor.log").read_text()
     return [int(p) for p in re.findall(r"(?:corosync|pacemakerd) pid (\d+)", log)]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):   # gone, or going while we read
-        return False
 
 
 def test_two_clusters_run_side_by_side_and_stop_cleanly(tmp_path):
@@ -67,8 +60,8 @@ def test_two_clusters_run_side_by_side_and_stop_cleanly(tmp_path):
         for c in clusters:
             c.stop()
     time.sleep(0.2)
-    assert [p for p in pids if _alive(p)] == []
-    assert not _alive(pid)
+    assert [p for p in pids if not is_zombie(p)] == []
+    assert is_zombie(pid)
     assert not any(os.path.exists(f"/run/netns/{c.ns.name}") for c in clusters)
     assert not os.path.ismount(clusters[0].host_netns)
     # the system's own CIB directory was never written

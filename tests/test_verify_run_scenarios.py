@@ -26,14 +26,11 @@ from pathlib import Path
 import pytest
 
 from nfvha.verify.report import visible_text
-from tests.conftest import require_command, require_rabbitmq, require_root
+from tests.conftest import CHROMIUM_FLAGS, require_command, require_rabbitmq, require_root
 
 SCENARIOS = ["active-active", "active-active-nocheck", "active-passive", "message-queue",
              "tc019_active_active"]
 TC019 = str(resources.files("nfvha.verify").joinpath("data/tc019_active_active.yaml"))
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                  "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture(scope="module")

@@ -49,7 +49,7 @@ class KeystoneTokens:
         self.cache_s = cache_s
         self.max_cached = max_cached
         self._clock = clock
-        # token -> (valid until, token info or a Denied)
+        # token -> (valid until, token info, or the reason Keystone refused it)
         self._cache: OrderedDict[str, tuple[float, Any]] = OrderedDict()
         self.validations = 0      # calls made to Keystone
 
@@ -68,12 +68,12 @@ class KeystoneTokens:
                 info = await asyncio.to_thread(self._validate, token)
             except Denied as exc:
                 if exc.status == 401:
-                    self._remember(token, now + REFUSED_CACHE_S, exc)
+                    self._remember(token, now + REFUSED_CACHE_S, exc.reason)
                 raise
             self._remember(token, now + self._lifetime(info), info)
             found = info
-        if isinstance(found, Denied):
-            raise found
+        if isinstance(found, str):
+            raise Denied(401, found)
         names = {r.get("name") for r in found.get("roles") or [] if isinstance(r, dict)}
         if not names & self.roles:
             raise Denied(403, f"token holds none of the roles {sorted(self.roles)}")

@@ -14,6 +14,7 @@ caller's token is not valid, 404 if the subject token is not; ``GET /`` and
 from __future__ import annotations
 
 import uuid
+from collections.abc import KeysView
 from datetime import datetime, timedelta, timezone
 from typing import Any, Optional
 
@@ -30,6 +31,12 @@ def _v3(base: str) -> dict[str, Any]:
                              "type": "application/vnd.openstack.identity-v3+json"}]}
 
 
+def _unauthorized() -> JSONResponse:
+    return JSONResponse({"error": {"code": 401, "title": "Unauthorized",
+                                   "message": "The request you have made requires "
+                                   "authentication."}}, 401)
+
+
 class KeystoneStandin(Standin):
     title = "Keystone stand-in"
 
@@ -40,12 +47,15 @@ class KeystoneStandin(Standin):
         self.catalog = catalog        # service type → endpoint URL
         self.region = region
         self.roles = roles or {}      # user name → role names (default: admin)
-        self.tokens: set[str] = set()
         self.issued: dict[str, dict[str, Any]] = {}   # token → its body
         super().__init__()
 
+    @property
+    def tokens(self) -> KeysView[str]:
+        """The tokens Keystone would accept now."""
+        return self.issued.keys()
+
     def revoke(self, token: str) -> None:
-        self.tokens.discard(token)
         self.issued.pop(token, None)
 
     def _catalog(self) -> list[dict[str, Any]]:
@@ -81,11 +91,8 @@ class KeystoneStandin(Standin):
                 return JSONResponse({"error": {"code": 400, "title": "Bad Request",
                                                "message": "Expecting password auth"}}, 400)
             if self.users.get(name) != password:
-                return JSONResponse({"error": {"code": 401, "title": "Unauthorized",
-                                               "message": "The request you have made "
-                                               "requires authentication."}}, 401)
+                return _unauthorized()
             token = uuid.uuid4().hex
-            self.tokens.add(token)
             now = datetime.now(timezone.utc)
             scope = (rec.body["auth"].get("scope") or {}).get("project") or {}
             body = {"token": {
@@ -114,9 +121,7 @@ class KeystoneStandin(Standin):
             if failed is not None:
                 return failed
             if request.headers.get("x-auth-token") not in self.tokens:
-                return JSONResponse({"error": {"code": 401, "title": "Unauthorized",
-                                               "message": "The request you have made "
-                                               "requires authentication."}}, 401)
+                return _unauthorized()
             subject = request.headers.get("x-subject-token", "")
             if subject not in self.issued:
                 return JSONResponse({"error": {"code": 404, "title": "Not Found",
