@@ -124,14 +124,19 @@ async def test_kill_9_over_ssh_is_seen_by_the_node_monitor_and_the_client(hosts,
     f = record.fault_at
     assert "on node-a" in record.first("fault").detail
     proc = [s for s in record.samples if s.probe == "process"]
-    assert [s.ok for s in proc if s.t < f][-20:] == [True] * 20   # streamed over ssh
+    assert [s.ok for s in proc if s.t < f][-5:] == [True] * 5   # streamed over ssh
     gaps = [b.t - a.t for a, b in zip(proc, proc[1:]) if b.t < f]
     assert sorted(gaps)[len(gaps) // 2] < 0.05           # ~10 ms resolution, not per-call ssh
     det = record.first("detected")
-    # within SAL2's 5 s even on a loaded CI machine (the figure is ~10-30 ms)
-    assert det is not None and f < det.t < f + 5.0, (
-        det, f, [(e.kind, round(e.t - f, 3), e.detail) for e in record.events],
-        [(s.ok, round(s.t - f, 3), s.detail) for s in proc if s.t > f][:5])
+    # The kill landed between f and f + inject_ms (the ssh command's round
+    # trip). Within SAL2's 5 s of that even on a loaded CI machine (the figure
+    # is ~10-30 ms).
+    landed = f + record.facts["inject_ms"] / 1000.0
+    after = [(s.ok, round(s.t - f, 3)) for s in proc if s.t > f]
+    assert det is not None and f < det.t < landed + 5.0, (
+        det, record.facts["inject_ms"], [(e.kind, round(e.t - f, 3), e.detail)
+                                         for e in record.events],
+        len(after), after[:5], after[-5:], service.poll())
     http = [s for s in record.samples if s.probe == "http"]
     assert all(s.ok for s in http if s.t < f) and any(not s.ok for s in http if s.t > f)
     assert m.detection_ms is not None and m.detection_ms == pytest.approx(
@@ -157,7 +162,7 @@ async def test_drop_port_over_ssh_is_an_outage_of_its_length_and_heals(hosts, se
     f = record.fault_at
     applied = record.facts["drop_applied_ms"]
     healed = record.facts["drop_healed_ms"]
-    assert 400 <= healed <= 1500, record.facts            # ~0.5 s timer (loaded machine)
+    assert 400 <= healed - applied <= 1500, record.facts  # ~0.5 s timer (loaded machine)
     # The port was dark from some instant in [fault, applied] to one in
     # [healed, healed + the heal command]; the clients' outage lies in there
     # (the sampling period and one timeout of slack either side).

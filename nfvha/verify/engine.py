@@ -61,8 +61,14 @@ async def execute(plan: Plan, record: Record, phases: Phases) -> Measurement:
     try:
         await asyncio.sleep(phases.baseline_s)
         t = await plan.attacker.inject()
+        returned = time.monotonic()
         record.mark("fault", t, plan.attacker.describe())
-        end = t + phases.observe_s
+        # A remote attacker's command (kill over ssh) lands somewhere between
+        # t and its return: that span is the fault instant's uncertainty.
+        # Observe for the full window after the return, so a slow command
+        # cannot eat the time the scenario had to see the fault.
+        record.facts["inject_ms"] = round(1000.0 * (returned - t), 1)
+        end = returned + phases.observe_s
         while time.monotonic() < end and not plan.done(record):
             await asyncio.sleep(0.02)
             for task in tasks:            # a crashed probe must not pass silently
