@@ -146,6 +146,7 @@ async def test_the_dashboard_is_served_with_a_strict_content_security_policy(
         csp = r.headers["content-security-policy"]
         assert "script-src 'self'" in csp and "default-src 'none'" in csp
         assert "unsafe-inline" not in csp and r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["referrer-policy"] == "no-referrer"
         assert "<script" in r.text and "<script>" not in r.text       # no inline script
         r = await http.get("/dashboard/dashboard.js")
         assert r.headers["content-type"].startswith("text/javascript")
@@ -153,3 +154,62 @@ async def test_the_dashboard_is_served_with_a_strict_content_security_policy(
                         "/dashboard/dashboard.html"):
             assert (await http.get(missing)).status_code == 404, missing
         assert "/dashboard" not in (await http.get("/openapi.json")).text
+
+
+async def test_with_protected_reads_the_dashboard_asks_for_a_token_and_reads_with_it(
+        tmp_path: Path) -> None:
+    """[api] protect_reads: without a token the page says one is needed and
+    offers the form; a token handed over as #token= (kept in the tab's
+    sessionStorage) reads; one without an admin role is told it may not."""
+    require_command("chromium")
+    from nfvha.controller.apiauth import KeystoneTokens, protect
+    from nfvha.controller.reporters._openstack import connect
+    from nfvha.standins.keystone import KeystoneStandin
+
+    users = {"nfvha": "service-secret", "operator": "op-secret", "viewer": "v-secret"}
+    ks = KeystoneStandin(users, {}, roles={"viewer": ["reader"]})
+    await ks.start()
+    c = Controller(f"sqlite:///{tmp_path / 'c.db'}", [])
+    await c.start()
+    app = make_app(c)
+    protect(app, KeystoneTokens(lambda: connect(
+        auth_url=ks.url, username="nfvha", password=users["nfvha"], project_name="admin",
+        user_domain_name="Default", project_domain_name="Default"), ["admin"]),
+        protect_reads=True)
+    api = ApiServer(app)
+    port = await api.start()
+    try:
+        vm = str(uuid.uuid4())
+        await c.hello("cmp-1", [_record(vm, "web-1", "enabled", "healthy")])
+        tokens = {}
+        async with httpx.AsyncClient() as http:
+            for user in ("operator", "viewer"):
+                r = await http.post(ks.url + "/v3/auth/tokens", json={"auth": {
+                    "identity": {"methods": ["password"], "password": {"user": {
+                        "name": user, "password": users[user],
+                        "domain": {"name": "Default"}}}},
+                    "scope": {"project": {"name": "admin", "domain": {"name": "Default"}}}}})
+                assert r.status_code == 201, r.text
+                tokens[user] = r.headers["x-subject-token"]
+        url = f"http://127.0.0.1:{port}/dashboard"
+
+        dom = await _dump_dom(url, tmp_path / "p1")
+        assert re.search(r'class="status error">a Keystone token is needed: /v1/[a-z-]+'
+                         r'(\?limit=\d+)?: HTTP 401 \(X-Auth-Token required\)<', dom), dom[:1500]
+        assert '<form id="login">' in dom and '<button id="logout" type="button" hidden' in dom
+        assert vm not in dom
+
+        dom = await _dump_dom(f"{url}#token={tokens['operator']}", tmp_path / "p2")
+        assert re.search(r'id="status" class="status">updated ', dom), dom[:1500]
+        assert "state-enabled" in _row(dom, "uuid", vm)
+        assert '<form id="login" hidden' in dom and '<button id="logout" type="button">' in dom
+        assert tokens["operator"] not in dom            # not echoed into the page
+
+        dom = await _dump_dom(f"{url}#token={tokens['viewer']}", tmp_path / "p3")
+        assert re.search(r'class="status error">this token may not read: .*HTTP 403 '
+                         r'\(token holds none of the roles', dom), dom[:1500]
+        assert vm not in dom
+    finally:
+        await api.stop()
+        await c.stop()
+        await ks.stop()

@@ -5,7 +5,8 @@ a client of the same API an operator's tools use.
 
 Guest-supplied text (names, details) is untrusted: the script writes it
 as text, never markup, and the Content-Security-Policy lets the page run
-only its own script.
+only its own script. With `[api] protect_reads` the page asks for a Keystone
+token and keeps it in the tab's session storage (dashboard.js).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ _HEADERS = {
                                "connect-src 'self'; img-src 'self'; base-uri 'none'; "
                                "form-action 'none'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
 

@@ -7,6 +7,24 @@ const params = new URLSearchParams(location.search);
 const POLL_MS = Math.max(250, Number(params.get("poll_ms")) || 2000);
 const EVENTS = Math.min(1000, Math.max(1, Number(params.get("events")) || 50));
 
+// With [api] protect_reads the reads need a Keystone token. It is kept in
+// this tab's sessionStorage (gone when the tab closes) and sent as
+// X-Auth-Token. A link may hand one over as #token=... : the fragment never
+// reaches a server, and it is taken out of the address bar at once.
+const TOKEN_KEY = "nfvha.token";
+const fragment = new URLSearchParams(location.hash.slice(1));
+if (fragment.has("token")) {
+  sessionStorage.setItem(TOKEN_KEY, fragment.get("token"));
+  history.replaceState(null, "", location.pathname + location.search);
+}
+
+class HttpError extends Error {
+  constructor(path, status, detail) {
+    super(path + ": HTTP " + status + (detail ? " (" + detail + ")" : ""));
+    this.status = status;
+  }
+}
+
 function el(tag, opts, ...children) {
   const node = document.createElement(tag);
   if (opts && opts.cls) node.className = opts.cls;
@@ -102,10 +120,33 @@ function card(label, value, bad, title) {
 }
 
 async function getJSON(path) {
-  const r = await fetch(path, {cache: "no-store"});
-  if (!r.ok) throw new Error(path + ": HTTP " + r.status);
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  const r = await fetch(path, {cache: "no-store", headers: token ? {"X-Auth-Token": token} : {}});
+  if (!r.ok) {
+    let detail = "";
+    try { detail = String((await r.json()).detail || ""); } catch (e) { /* not JSON */ }
+    throw new HttpError(path, r.status, detail.slice(0, 200));
+  }
   return r.json();
 }
+
+function showLogin(needed) {
+  document.getElementById("login").hidden = !needed;
+  document.getElementById("logout").hidden = !sessionStorage.getItem(TOKEN_KEY);
+}
+
+document.getElementById("login").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const input = document.getElementById("token");
+  if (input.value.trim()) sessionStorage.setItem(TOKEN_KEY, input.value.trim());
+  input.value = "";
+  refresh();
+});
+
+document.getElementById("logout").addEventListener("click", () => {
+  sessionStorage.removeItem(TOKEN_KEY);
+  refresh();
+});
 
 async function refresh() {
   const status = document.getElementById("status");
@@ -133,12 +174,20 @@ async function refresh() {
     fill("instances", instances.map(instanceRow), 9, "no instances");
     fill("events", events.map(eventRow), 7, "no fault events");
     fill("groups", groups.map(groupRow), 3, "no server groups");
+    showLogin(false);
     status.className = "status";
     status.textContent = "updated " + new Date().toLocaleTimeString() + " · every "
       + POLL_MS / 1000 + " s";
   } catch (err) {
     status.className = "status error";
-    status.textContent = "controller unreachable: " + err.message + " (retrying)";
+    if (err.status === 401 || err.status === 403) {
+      showLogin(true);
+      status.textContent = (err.status === 401 ? "a Keystone token is needed: "
+        : "this token may not read: ") + err.message;
+    } else {
+      showLogin(false);
+      status.textContent = "controller unreachable: " + err.message + " (retrying)";
+    }
   }
 }
 
