@@ -46,14 +46,18 @@ class QemuVM:
     def __init__(self, workdir: Path | None = None, *, instance_uuid: str | None = None,
                  interval_ms: int = 1000, agent_args: list[str] | None = None,
                  memory_mb: int = 256, boot_timeout_s: float = 60.0,
-                 extra_ports: dict[str, str] | None = None) -> None:
+                 extra_ports: dict[str, str] | None = None,
+                 name: str | None = None) -> None:
         """``extra_ports``: more virtio-serial ports, port name -> socket file name
         in the work directory (e.g. {"cgcs.messaging": "cgcs.messaging.vm-1.sock"});
-        they appear in the guest as /dev/virtio-ports/NAME."""
+        they appear in the guest as /dev/virtio-ports/NAME. ``name``: the
+        instance name QEMU is given, as libvirt gives it (``-name guest=NAME,...``);
+        QEMU always gets ``-uuid`` too."""
         # AF_UNIX paths are limited to 107 bytes: keep the directory short.
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="nfvha-vm-"))
         self._own_workdir = workdir is None
         self.instance_uuid = instance_uuid or str(uuidlib.uuid4())
+        self.name = name
         self.hostname = f"vm-{self.instance_uuid[:8]}"  # the guest's; the agent registers it
         b = _builder()
         self.agent_args = agent_args if agent_args is not None else [
@@ -92,7 +96,10 @@ class QemuVM:
             "-device", f"virtserialport,chardev=hb,name={b.HEARTBEAT_PORT}",
             "-chardev", f"socket,id=ctl,path={self.control_socket},server=on,wait=off",
             "-device", f"virtserialport,chardev=ctl,name={b.CONTROL_PORT}",
+            "-uuid", self.instance_uuid,
         ]
+        if self.name:
+            cmd += ["-name", f"guest={self.name},debug-threads=on"]
         for i, (name, path) in enumerate(self.extra_ports.items()):
             cmd += ["-chardev", f"socket,id=x{i},path={path},server=on,wait=off",
                     "-device", f"virtserialport,chardev=x{i},name={name}"]

@@ -25,7 +25,7 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from nfvha.compute import discovery
+from nfvha.compute import discovery, qemu_peer
 from nfvha.compute.channel import GuestChannel
 from nfvha.compute.ratelimit import Every
 from nfvha.protocol import servergroup as sg
@@ -57,10 +57,17 @@ class MessagingSession(GuestChannel):
         self.decoder = LineDecoder(sg.MAX_MSG)
         self._log_every = Every(1.0)
         self.counters.update(to_controller=0, delivered=0)
+        # the VM's uuid, from the QEMU at the other end (None: not known)
+        self.uuid: str | None = None
 
     # -- asyncio callbacks -------------------------------------------------------------
     def _on_connected(self) -> None:
         self.decoder = LineDecoder(sg.MAX_MSG)
+        sock = self.transport.get_extra_info("socket") if self.transport else None
+        uuid, _ = qemu_peer.vm_of(sock) if sock is not None else (None, None)
+        if uuid != self.uuid:
+            self.uuid = uuid
+            self.channels._announce(force=True)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -125,6 +132,8 @@ class MessagingChannels:
         self._running = False
         self._announced: tuple[str, ...] | None = None
         self._announced_at = 0.0
+        self._links: dict[str, str] = {}
+        self._links_at = 0.0
         self.counters = {"undeliverable": 0, "refused": 0, "forgotten": 0}
 
     def start(self) -> None:
@@ -170,16 +179,23 @@ class MessagingChannels:
         self._found = found
         self._announce()
 
-    def _announce(self) -> None:
-        # Tells the controller where these instances are (it routes by host).
+    def _announce(self, force: bool = False) -> None:
+        # Tells the controller where these instances are (it routes by host)
+        # and, where QEMU told us, which VM (uuid) each channel's name is.
         names = tuple(sorted(set(self.sessions) | set(self._single_port_sessions())))
+        links = {s.name: s.uuid for s in self.sessions.values()
+                 if s.uuid is not None and s.uuid != s.name}
         now = time.monotonic()
-        if names == self._announced and now - self._announced_at < RESYNC_S:
+        if not force and names == self._announced and links == self._links \
+                and now - self._announced_at < RESYNC_S:
             return
         if not names and self._announced is None:
             return  # nothing to say (and nothing said yet)
         self._announced, self._announced_at = names, now
         self.agent._cast("sg_instances", host=self.agent.host, instances=list(names))
+        if links and (links != self._links or now - self._links_at >= RESYNC_S):
+            self._links, self._links_at = links, now
+            self.agent._cast("sg_links", host=self.agent.host, links=links)
 
     def _single_port_sessions(self) -> dict[str, Any]:
         # OPNFV single-port: heartbeat sessions carry server-group traffic too

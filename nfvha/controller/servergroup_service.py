@@ -21,17 +21,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from typing import Any, Awaitable, Callable, Optional
 
 from nfvha.controller import nova_notifications as nn
-from nfvha.controller.servergroups import ServerGroups, Targets, load_config, load_from_nova
+from nfvha.controller.servergroups import MAX_ID, ServerGroups, Targets, load_config, load_from_nova
 from nfvha.protocol import servergroup as sg
 
 LOG = logging.getLogger(__name__)
 
 Db = Callable[..., Awaitable[Any]]  # runs a Store method in the DB thread
 MAX_INSTANCES_PER_HOST = 10000
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
+                   r"[0-9a-fA-F]{12}$")
 
 
 class ServerGroupService:
@@ -143,6 +146,30 @@ class ServerGroupService:
             except ValueError:
                 self.counters["refused"] += 1
         return {"ok": True, "instances": placed}
+
+    async def sg_links(self, host: Any, links: Any) -> dict[str, Any]:
+        """A compute agent names the VM behind each messaging channel:
+        {instance name: instance uuid}, read from the QEMU at the other end
+        of the socket (compute/qemu_peer.py). Without Nova this is what ties a
+        VM's heartbeat (by uuid) to its messaging channel (by name)."""
+        if not isinstance(host, str) or not host or not isinstance(links, dict) \
+                or len(links) > MAX_INSTANCES_PER_HOST:
+            self.counters["refused"] += 1
+            return {"ok": False, "error": "host must be a string, links an object"}
+        linked = 0
+        for name, uuid in links.items():
+            if not isinstance(name, str) or not 0 < len(name) <= MAX_ID \
+                    or not isinstance(uuid, str) or not _UUID.match(uuid) or name == uuid:
+                self.counters["refused"] += 1
+                continue
+            uuid = uuid.lower()
+            try:
+                self._drop_placeholder(name, uuid)
+                self.groups.update_instance(uuid, name=name, host=host)
+                linked += 1
+            except ValueError:
+                self.counters["refused"] += 1
+        return {"ok": True, "linked": linked}
 
     # --- guest requests (relayed by compute agents) ------------------------------------
     async def sg_broadcast(self, host: Any, source_instance: Any, data: Any,

@@ -59,7 +59,7 @@ class Controller:
     # (nfvha/bus/endpoint.py); the rest (stop, REST queries, ...) they may not
     BUS_METHODS = frozenset({
         "hello", "sync", "alive", "host_retired", "instance_state", "fault",
-        "action_result", "sg_instances", "sg_broadcast", "sg_status_query"})
+        "action_result", "sg_instances", "sg_links", "sg_broadcast", "sg_status_query"})
 
     def __init__(self, db_url: str = "sqlite:///nfvha.sqlite",
                  reporters: Optional[list[Reporter]] = None, bus: Any = None,
@@ -396,6 +396,9 @@ class Controller:
     # --- bus endpoint: server-group messaging (servergroup_service.py) --------
     async def sg_instances(self, host: Any, instances: Any) -> dict[str, Any]:
         return await self.servergroups.sg_instances(host, instances)
+
+    async def sg_links(self, host: Any, links: Any) -> dict[str, Any]:
+        return await self.servergroups.sg_links(host, links)
 
     async def sg_broadcast(self, host: Any, source_instance: Any, data: Any,
                            **extra: Any) -> dict[str, Any]:
