@@ -40,6 +40,19 @@ def require_root(what: str) -> None:
         missing(f"{what} needs root")
 
 
+class CastRecorder:
+    """A controller-side bus that records what it would cast to compute agents."""
+
+    def __init__(self) -> None:
+        self.casts: list[tuple] = []
+
+    async def cast_compute(self, host: str, method: str, **kw: object) -> None:
+        self.casts.append((host, method, kw))
+
+    async def fanout_compute(self, method: str, **kw: object) -> None:
+        self.casts.append(("*", method, kw))
+
+
 def require_rabbitmq() -> str:
     """Returns the transport URL of the local RabbitMQ."""
     url = os.environ.get("NFVHA_TEST_TRANSPORT_URL", "rabbit://guest:guest@127.0.0.1:5672/")

@@ -206,6 +206,17 @@ def kernel_missing() -> str | None:
     return None
 
 
+def require_vm() -> None:
+    """Skips (fails in CI) a test when QEMU, busybox or a guest kernel is missing."""
+    from conftest import missing, require_command
+    require_command(QEMU)
+    if shutil.which("busybox") is None:
+        missing("busybox is not installed (apt-get install busybox-static)")
+    reason = kernel_missing()
+    if reason:
+        missing(reason)
+
+
 def main() -> int:
     """Boot a VM by hand and leave it running until Ctrl-C (for poking at it)."""
     import argparse

@@ -18,6 +18,8 @@ import time
 import uuid
 from pathlib import Path
 
+from conftest import CastRecorder
+
 from nfvha.compute import qemu_peer
 from nfvha.controller.servergroup_service import ServerGroupService
 
@@ -66,19 +68,8 @@ def test_the_listener_at_the_other_end_of_a_socket_is_identified(sock_dir: Path)
         assert qemu_peer.vm_of(s) == (None, None)
 
 
-class _Bus:
-    def __init__(self) -> None:
-        self.casts: list[tuple] = []
-
-    async def cast_compute(self, host: str, method: str, **kw: object) -> None:
-        self.casts.append((host, method, kw))
-
-    async def fanout_compute(self, method: str, **kw: object) -> None:
-        self.casts.append(("*", method, kw))
-
-
 async def test_a_link_lets_heartbeat_and_broadcasts_cross_between_name_and_uuid() -> None:
-    bus = _Bus()
+    bus = CastRecorder()
     svc = ServerGroupService(bus)
     vm, peer = str(uuid.uuid4()), str(uuid.uuid4())
     svc.groups.set_group("by-name", "", ["instance-01", "instance-02"])

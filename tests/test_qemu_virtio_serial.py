@@ -13,7 +13,6 @@ checks that the guest registers again after the host side went away.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import signal
 import socket
 import statistics
@@ -25,8 +24,7 @@ from typing import Any, NoReturn
 
 import httpx
 import pytest
-from conftest import missing, require_command
-from qemu_vm import QemuVM, kernel_missing
+from qemu_vm import QemuVM, require_vm
 
 from nfvha.bus import make_bus
 from nfvha.compute.agent import ComputeAgent
@@ -49,12 +47,7 @@ def _fmt(samples: list[float]) -> str:
 
 @pytest.fixture(scope="module")
 def vm() -> Iterator[QemuVM]:
-    require_command("qemu-system-x86_64")
-    if shutil.which("busybox") is None:
-        missing("busybox is not installed (apt-get install busybox-static)")
-    reason = kernel_missing()
-    if reason:
-        missing(reason)
+    require_vm()
     with QemuVM(interval_ms=INTERVAL_MS) as machine:
         image: Any = machine.image
         print(f"\n[qemu] booted to the control port in {machine.boot_s:.2f} s "

@@ -8,12 +8,10 @@ hangs — which, before the link, it never was."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from pathlib import Path
 
-from conftest import missing, require_command
-from qemu_vm import QemuVM, kernel_missing
+from qemu_vm import QemuVM, require_vm
 from servergroup_wire_peer import WirePeer
 
 from nfvha.bus import make_bus
@@ -34,12 +32,7 @@ async def _until(cond, timeout: float, what: str, vm: QemuVM) -> None:
 
 async def test_a_vms_heartbeat_reaches_its_group_named_by_instance_names(
         sock_dir: Path) -> None:
-    require_command("qemu-system-x86_64")
-    if shutil.which("busybox") is None:
-        missing("busybox is not installed (apt-get install busybox-static)")
-    reason = kernel_missing()
-    if reason:
-        missing(reason)
+    require_vm()
     vm = QemuVM(sock_dir, name=NAME, interval_ms=INTERVAL_MS,
                 extra_ports={"cgcs.messaging": f"cgcs.messaging.{NAME}.sock"})
     vm.start()

@@ -5,23 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from conftest import CastRecorder
+
 from nfvha.compute.messaging import ComputeEndpoint
 from nfvha.controller.servergroup_service import ServerGroupService
 
 
-class _Bus:
-    def __init__(self) -> None:
-        self.casts: list[tuple] = []
-
-    async def cast_compute(self, host: str, method: str, **kw: object) -> None:
-        self.casts.append((host, method, kw))
-
-    async def fanout_compute(self, method: str, **kw: object) -> None:
-        self.casts.append(("*", method, kw))
-
-
 async def test_controller_refuses_malformed_requests() -> None:
-    bus = _Bus()
+    bus = CastRecorder()
     svc = ServerGroupService(bus)
     svc.groups.set_group("g", "", ["a", "b"])
     await svc.sg_instances("h1", ["a"])
