@@ -19,7 +19,7 @@ from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
 from .attackers import Attacker
 from .metrics import Measurement, measure
 from .probes import OnChange, Probe
-from .timeline import Record
+from .timeline import Event, Record
 
 
 def free_port() -> int:
@@ -60,13 +60,21 @@ async def execute(plan: Plan, record: Record, phases: Phases) -> Measurement:
     tasks += [asyncio.create_task(w(stop)) for w in plan.watchers]
     try:
         await asyncio.sleep(phases.baseline_s)
-        t = await plan.attacker.inject()
+        # A remote attacker's command (kill over ssh) lands before it returns,
+        # and a probe may see the fault land first: a provisional mark lets
+        # every callback know a fault is under way, or that first sighting
+        # (the detection) would be dropped and never come again.
+        provisional = Event(time.monotonic(), "fault", f"{plan.attacker.kind} under way")
+        record.events.append(provisional)
+        try:
+            t = await plan.attacker.inject()
+        finally:
+            record.events.remove(provisional)
         returned = time.monotonic()
         record.mark("fault", t, plan.attacker.describe())
-        # A remote attacker's command (kill over ssh) lands somewhere between
-        # t and its return: that span is the fault instant's uncertainty.
-        # Observe for the full window after the return, so a slow command
-        # cannot eat the time the scenario had to see the fault.
+        # The fault landed somewhere in [t, returned]: that span is the fault
+        # instant's uncertainty. Observe for the full window after the return,
+        # so a slow command cannot eat the time the scenario had to see it.
         record.facts["inject_ms"] = round(1000.0 * (returned - t), 1)
         end = returned + phases.observe_s
         while time.monotonic() < end and not plan.done(record):
