@@ -145,10 +145,14 @@ class ComputeCasts:
                     if key and key not in self._declared:
                         assert self._channel is not None
                         await self._declare_queue(self._channel, key)
+                    # mandatory=False: a fanout that nobody hears yet (no
+                    # controller up) is dropped by the broker, as intended,
+                    # instead of coming back as a return nobody handles
+                    # (aiormq logs each one as an ERROR)
                     await exchange.publish(
                         aio_pika.Message(body, content_type="application/json",
                                          expiration=ttl_s),
-                        routing_key=key)
+                        routing_key=key, mandatory=False)
                 except Exception as exc:  # connection lost mid-publish: retry after reconnect
                     failures += 1
                     if failures < 3:

@@ -190,6 +190,7 @@ async def start_stack(conf: cfg.ConfigOpts, *, controller: bool, compute: bool,
                 server_groups=load_groups_file(conf.servergroup.groups_file))
             await stack.controller.start()
             await stack.bus.serve_controller(stack.controller)
+            await stack.controller.ask_computes_to_resync()
             await start_servergroup_sources(conf, stack)
             if api != "":
                 listen, port = split_hostport(api) if api else (conf.api.listen, conf.api.port)

@@ -303,6 +303,8 @@ class ComputeAgent:
         LOG.info("controller asked for a resync: sending %d instances", len(self.sessions))
         self._cast("hello", host=self.host, agent_started_at=self.started_at,
                    instances=[self._record(s) for s in self.sessions.values()])
+        if self.messaging is not None:  # where its messaging channels are, too
+            self.messaging._announce(force=True)
 
     # -- votes and notices ------------------------------------------------------------------
     def instance_action(self, request_id: str, reply_to: str, instance_uuid: str,

@@ -193,7 +193,7 @@ class MessagingChannels:
             return  # nothing to say (and nothing said yet)
         self._announced, self._announced_at = names, now
         self.agent._cast("sg_instances", host=self.agent.host, instances=list(names))
-        if links and (links != self._links or now - self._links_at >= RESYNC_S):
+        if links and (force or links != self._links or now - self._links_at >= RESYNC_S):
             self._links, self._links_at = links, now
             self.agent._cast("sg_links", host=self.agent.host, links=links)
 

@@ -302,6 +302,18 @@ class Controller:
             for tr in self.hosts.check(time.monotonic(), utcnow()):
                 self._host_changed(tr)
 
+    async def ask_computes_to_resync(self) -> None:
+        """Called once this controller is on the bus: every compute agent sends
+        its full instance list (`hello`). A compute agent that started first
+        cast its hello and state changes to nobody (no controller queue yet),
+        and the periodic digest would find that out only after
+        `sync_interval_s`."""
+        if self.bus is not None:
+            try:
+                await self.bus.fanout_compute("resync")
+            except Exception:  # the digest will catch up: not a reason to stop
+                LOG.exception("asking the compute agents to resync failed")
+
     async def sync(self, host: str, count: int, digest: str) -> dict[str, Any]:
         """A compute's periodic digest of its instances (nfvha/bus/inventory.py):
         a mismatch with the store asks it for the full list."""
