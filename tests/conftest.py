@@ -53,6 +53,36 @@ class CastRecorder:
         self.casts.append(("*", method, kw))
 
 
+async def spawn_nfvha(*args: str, log):
+    """`python -m nfvha.cli.main ARGS...` (controller, compute, ...) with its
+    output appended to the file `log`."""
+    import asyncio
+    import sys
+    out = open(log, "ab")  # noqa: SIM115 - handed to the child
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "nfvha.cli.main", *args, stdout=out, stderr=out)
+
+
+async def stop_processes(procs, grace: float = 15.0) -> None:
+    """SIGCONT (a test may have frozen one) and SIGTERM to every process still
+    running, then SIGKILL what has not exited after `grace` seconds."""
+    import asyncio
+    import signal
+    running = [p for p in procs if p.returncode is None]
+    for p in running:
+        try:
+            p.send_signal(signal.SIGCONT)
+            p.send_signal(signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    for p in running:
+        try:
+            await asyncio.wait_for(p.wait(), grace)
+        except asyncio.TimeoutError:
+            p.kill()
+            await p.wait()
+
+
 def require_rabbitmq() -> str:
     """Returns the transport URL of the local RabbitMQ."""
     url = os.environ.get("NFVHA_TEST_TRANSPORT_URL", "rabbit://guest:guest@127.0.0.1:5672/")

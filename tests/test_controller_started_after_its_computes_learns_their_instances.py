@@ -10,7 +10,6 @@ error in its log.
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 import time
 import uuid
@@ -18,17 +17,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port, poll, require_rabbitmq, services_conf
+from conftest import free_port, poll, require_rabbitmq, services_conf, spawn_nfvha, stop_processes
 
 from nfvha.demo.qemu_pty import PtyChannel
 
 pytestmark = pytest.mark.system
-
-
-async def _spawn(*args: str, log: Path) -> asyncio.subprocess.Process:
-    out = open(log, "ab")  # noqa: SIM115 - handed to the child
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "nfvha.cli.main", *args, stdout=out, stderr=out)
 
 
 async def test_a_controller_started_last_knows_the_running_guests_at_once(
@@ -45,7 +38,7 @@ async def test_a_controller_started_last_knows_the_running_guests_at_once(
     inst = str(uuid.uuid4())
     channel = PtyChannel(instances / f"cgcs.heartbeat.{inst}.sock", sock_dir / "vport")
     await channel.start()
-    procs = [await _spawn("compute", "--config-file", str(conf), log=compute_log)]
+    procs = [await spawn_nfvha("compute", "--config-file", str(conf), log=compute_log)]
     guest = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "nfvha.guest", "--device", str(sock_dir / "vport"),
         "--interval-ms", "200", stderr=asyncio.subprocess.PIPE)
@@ -57,7 +50,7 @@ async def test_a_controller_started_last_knows_the_running_guests_at_once(
         while b"registered with the host" not in registered:      # the compute has it
             registered = await asyncio.wait_for(guest.stderr.readline(), 30)
         await asyncio.sleep(2.5)       # an `alive` or two go out to no controller
-        procs.append(await _spawn("controller", "--config-file", str(conf),
+        procs.append(await spawn_nfvha("controller", "--config-file", str(conf),
                                   log=controller_log))
         await poll(lambda: httpx.get(f"{api}/healthz", timeout=2).status_code == 200, 60,
                    "the controller's API")
@@ -76,13 +69,5 @@ async def test_a_controller_started_last_knows_the_running_guests_at_once(
         assert "Unhandled message" not in compute_log.read_text()
         assert " ERROR " not in compute_log.read_text()
     finally:
-        for p in procs:
-            if p.returncode is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                await asyncio.wait_for(p.wait(), 15)
-            except asyncio.TimeoutError:
-                p.kill()
-                await p.wait()
+        await stop_processes(procs)
         await channel.close()

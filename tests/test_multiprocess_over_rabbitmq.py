@@ -8,7 +8,6 @@ it is down, and after its restart the fault is there: none lost.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 import uuid
@@ -16,17 +15,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port, poll, require_rabbitmq, services_conf
+from conftest import free_port, poll, require_rabbitmq, services_conf, spawn_nfvha, stop_processes
 
 from nfvha.demo.qemu_pty import PtyChannel
 
 pytestmark = pytest.mark.system
-
-
-async def _spawn(*args: str, log: Path) -> asyncio.subprocess.Process:
-    out = open(log, "ab")  # noqa: SIM115 - handed to the child
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "nfvha.cli.main", *args, stdout=out, stderr=out)
 
 
 async def test_fault_crosses_rabbitmq_and_survives_controller_restart(sock_dir: Path) -> None:
@@ -42,8 +35,8 @@ async def test_fault_crosses_rabbitmq_and_survives_controller_restart(sock_dir: 
                          instances=instances, db=tmp_path / "nfvha.sqlite")
     api = f"http://127.0.0.1:{port}"
     log = tmp_path / "services.log"
-    ctl = await _spawn("controller", "--config-file", str(conf), log=log)
-    cmp_ = await _spawn("compute", "--config-file", str(conf), log=log)
+    ctl = await spawn_nfvha("controller", "--config-file", str(conf), log=log)
+    cmp_ = await spawn_nfvha("compute", "--config-file", str(conf), log=log)
     inst = str(uuid.uuid4())
     channel = PtyChannel(instances / f"cgcs.heartbeat.{inst}.sock", tmp_path / "vport")
     await channel.start()
@@ -79,21 +72,13 @@ async def test_fault_crosses_rabbitmq_and_survives_controller_restart(sock_dir: 
         await ctl.wait()
         health.unlink()
         await asyncio.sleep(1.0)  # the compute agent detects and keeps retrying meanwhile
-        ctl = await _spawn("controller", "--config-file", str(conf), log=log)
+        ctl = await spawn_nfvha("controller", "--config-file", str(conf), log=log)
         procs[0] = ctl
         got = await poll(lambda: events("unhealthy"), 30, "the fault detected while the "
                           "controller was down")
         assert len(got) == 1, got
     finally:
-        for p in procs:
-            if p.returncode is None:
-                os.kill(p.pid, signal.SIGCONT)
-                p.terminate()
-                try:
-                    await asyncio.wait_for(p.wait(), 10)
-                except asyncio.TimeoutError:
-                    p.kill()
-                    await p.wait()
+        await stop_processes(procs, grace=10)
         await channel.close()
         if any(p.returncode not in (0, -15, -9) for p in procs[:2]):
             print(log.read_text()[-4000:])

@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import sys
 import uuid
 from pathlib import Path
 
 import oslo_messaging
 import pytest
-from conftest import require_rabbitmq
+from conftest import require_rabbitmq, spawn_nfvha, stop_processes
 from oslo_config import cfg
 from servergroup_wire_peer import WirePeer
 
@@ -38,12 +35,6 @@ def _publish(url: str, topic: str, event_type: str, payload: dict) -> None:
     finally:
         cfg.CONF.clear_override("control_exchange")
         transport.cleanup()
-
-
-async def _spawn(*args: str, log: Path) -> asyncio.subprocess.Process:
-    out = open(log, "ab")  # noqa: SIM115 - handed to the child
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "nfvha.cli.main", *args, stdout=out, stderr=out)
 
 
 async def test_broadcast_and_nova_notification_cross_rabbitmq_between_processes(
@@ -76,11 +67,11 @@ async def test_broadcast_and_nova_notification_cross_rabbitmq_between_processes(
         confs[host].write_text(f"[DEFAULT]\nhost = cmp-{host}-{run}\n"
                                f"[heartbeat]\ninstances_dir = {d}\n")
     log = sock_dir / "services.log"
-    procs = [await _spawn("controller", "--config-file", str(common), "--api", "127.0.0.1:0",
+    procs = [await spawn_nfvha("controller", "--config-file", str(common), "--api", "127.0.0.1:0",
                           log=log)]
     await asyncio.sleep(1.0)  # the controller's queues exist before the computes hello
     for host in ("a", "b"):
-        procs.append(await _spawn("compute", "--config-file", str(common),
+        procs.append(await spawn_nfvha("compute", "--config-file", str(common),
                                   "--config-file", str(confs[host]), log=log))
     try:
         for p in peers.values():
@@ -123,14 +114,7 @@ async def test_broadcast_and_nova_notification_cross_rabbitmq_between_processes(
         await asyncio.sleep(0.5)
         assert peers["bx"].app() == []
     finally:
-        for p in procs:
-            if p.returncode is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    await asyncio.wait_for(p.wait(), 15)
-                except asyncio.TimeoutError:
-                    os.kill(p.pid, signal.SIGKILL)
-                    await p.wait()
+        await stop_processes(procs)
         for peer in peers.values():
             await peer.close()
         if any(p.returncode not in (0, -15, -9) for p in procs):
