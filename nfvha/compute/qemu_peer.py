@@ -13,13 +13,12 @@ cannot touch it.
 """
 from __future__ import annotations
 
-import re
 import socket
 import struct
 from typing import Optional, Sequence
 
-UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
-                     r"[0-9a-fA-F]{12}$")
+from nfvha.protocol.servergroup import is_uuid
+
 MAX_CMDLINE = 1 << 20      # a QEMU command line is a few kB; never read more
 
 
@@ -43,7 +42,7 @@ def parse_cmdline(argv: Sequence[str]) -> tuple[Optional[str], Optional[str]]:
     name: Optional[str] = None
     for opt, value in zip(argv, argv[1:]):
         opt = opt[1:] if opt.startswith("--") else opt
-        if opt == "-uuid" and UUID_RE.match(value):
+        if opt == "-uuid" and is_uuid(value):
             uuid = value.lower()
         elif opt == "-name":
             first = value.split(",", 1)[0]

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from typing import Any, Awaitable, Callable, Optional
 
@@ -33,8 +32,6 @@ LOG = logging.getLogger(__name__)
 
 Db = Callable[..., Awaitable[Any]]  # runs a Store method in the DB thread
 MAX_INSTANCES_PER_HOST = 10000
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
-                   r"[0-9a-fA-F]{12}$")
 
 
 class ServerGroupService:
@@ -159,7 +156,7 @@ class ServerGroupService:
         linked = 0
         for name, uuid in links.items():
             if not isinstance(name, str) or not 0 < len(name) <= MAX_ID \
-                    or not isinstance(uuid, str) or not _UUID.match(uuid) or name == uuid:
+                    or not sg.is_uuid(uuid) or name == uuid:
                 self.counters["refused"] += 1
                 continue
             uuid = uuid.lower()

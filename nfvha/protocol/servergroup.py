@@ -21,6 +21,7 @@ Rules that bind this file (INTERFACES.md §4):
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Optional, Tuple, Union
 
@@ -62,6 +63,15 @@ def _version_ok(value: Any) -> bool:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
+                   r"[0-9a-fA-F]{12}$")
+
+
+def is_uuid(value: Any) -> bool:
+    """An instance uuid in its canonical 8-4-4-4-12 hex form (any case)."""
+    return isinstance(value, str) and _UUID.match(value) is not None
 
 
 def check_broadcast_data(data: Any) -> Optional[str]:
