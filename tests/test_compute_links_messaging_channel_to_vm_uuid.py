@@ -139,6 +139,22 @@ async def test_the_compute_agent_links_the_channel_at_the_controller(sock_dir: P
             assert time.monotonic() < deadline, rec
             await asyncio.sleep(0.02)
         assert rec.host == "h1" and groups.instance(U) == rec
+
+        # the VM goes away: its channel is forgotten and announced gone once,
+        # not again at every scan
+        casts: list[str] = []
+        cast = agent._cast
+        agent._cast = lambda method, **kw: (casts.append(method), cast(method, **kw))
+        proc.kill()
+        proc.wait()
+        path.unlink()
+        assert agent.messaging is not None
+        while agent.messaging.sessions:
+            assert time.monotonic() < deadline + 10
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(1.0)                  # 20 scans
+        assert casts.count("sg_instances") == 1, casts
+        assert "sg_links" not in casts
     finally:
         await agent.stop()
         await ctl.stop()

@@ -133,7 +133,6 @@ class MessagingChannels:
         self._announced: tuple[str, ...] | None = None
         self._announced_at = 0.0
         self._links: dict[str, str] = {}
-        self._links_at = 0.0
         self.counters = {"undeliverable": 0, "refused": 0, "forgotten": 0}
 
     def start(self) -> None:
@@ -191,10 +190,9 @@ class MessagingChannels:
             return
         if not names and self._announced is None:
             return  # nothing to say (and nothing said yet)
-        self._announced, self._announced_at = names, now
+        self._announced, self._links, self._announced_at = names, links, now
         self.agent._cast("sg_instances", host=self.agent.host, instances=list(names))
-        if links and (force or links != self._links or now - self._links_at >= RESYNC_S):
-            self._links, self._links_at = links, now
+        if links:  # with every placement: a controller that missed them gets them
             self.agent._cast("sg_links", host=self.agent.host, links=links)
 
     def _single_port_sessions(self) -> dict[str, Any]:
