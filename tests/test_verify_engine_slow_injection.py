@@ -1,5 +1,6 @@
 """A slow fault injection (a kill sent over a loaded ssh link) must not eat the
-observation window, and its duration is recorded as the fault's uncertainty."""
+observation window, and its duration is recorded as the fault's uncertainty;
+a fault a probe sees before the injection's command returns is detected."""
 from __future__ import annotations
 
 import asyncio
@@ -11,91 +12,37 @@ from nfvha.verify.probes import Probe
 from nfvha.verify.timeline import Record, Sample
 
 
-class _SlowAttacker(Attacker):
-    """Takes `delay` to return, like a remote command; the fault lands at the end."""
-    kind = "slow"
+class _Remote(Attacker):
+    """Like a remote command: the fault lands `lands_after` s into the
+    injection, which returns `returns_after` s after that."""
 
-    def __init__(self, delay: float) -> None:
-        self.delay = delay
+    def __init__(self, lands_after: float, returns_after: float = 0.0,
+                 kind: str = "remote") -> None:
+        self.lands_after, self.returns_after, self.kind = lands_after, returns_after, kind
         self.landed: float | None = None
 
     async def inject(self) -> float:
         t = time.monotonic()
-        await asyncio.sleep(self.delay)
+        await asyncio.sleep(self.lands_after)
         self.landed = time.monotonic()
+        await asyncio.sleep(self.returns_after)
         return t
 
 
-class _Watch(Probe):
-    """Fails from `detect_after` seconds after the attacker's fault has landed."""
-    name = "http"
-
-    def __init__(self, attacker: _SlowAttacker, detect_after: float) -> None:
-        self.attacker, self.detect_after = attacker, detect_after
-
-    async def run(self, record: Record, stop: asyncio.Event, on_change=None) -> None:
-        while not stop.is_set():
-            now = time.monotonic()
-            landed = self.attacker.landed
-            ok = landed is None or now < landed + self.detect_after
-            record.add(Sample(now, ok, 1.0, self.name, ""))
-            if not ok and record.first("detected") is None:
-                record.mark("detected", now, "seen")
-            await asyncio.sleep(0.01)
-
-
-async def test_the_window_counts_from_the_injections_return_and_its_span_is_recorded():
-    attacker = _SlowAttacker(0.4)
-    record = Record("slow", time.monotonic())
-    plan = Plan("slow", [(_Watch(attacker, 0.2), None)], attacker,
-                done=lambda r: r.first("detected") is not None, need_instance_back=False)
-    # observe_s (0.3 s) is shorter than the injection (0.4 s) plus the 0.2 s
-    # the fault takes to show: counted from the fault's start it would give up
-    await execute(plan, record, Phases(baseline_s=0.05, observe_s=0.3, settle_s=0.0))
-    assert record.first("timeout") is None
-    det = record.first("detected")
-    assert det is not None and det.t - record.fault_at >= 0.6
-    assert 400 <= record.facts["inject_ms"] < 1500
-
-
-async def test_a_fault_never_seen_still_times_out_after_the_window():
-    attacker = _SlowAttacker(0.1)
-    record = Record("never", time.monotonic())
-    plan = Plan("never", [(_Watch(attacker, 60.0), None)], attacker,
-                done=lambda r: r.first("detected") is not None, need_instance_back=False)
-    await execute(plan, record, Phases(baseline_s=0.05, observe_s=0.3, settle_s=0.0))
-    timeout = record.first("timeout")
-    assert timeout is not None and record.first("detected") is None
-    assert timeout.t - record.fault_at >= 0.1 + 0.3
-
-
-class _LandsEarly(Attacker):
-    """A remote command whose fault lands well before the command returns."""
-    kind = "lands-early"
-
-    def __init__(self) -> None:
-        self.landed: float | None = None
-
-    async def inject(self) -> float:
-        t = time.monotonic()
-        await asyncio.sleep(0.05)
-        self.landed = time.monotonic()
-        await asyncio.sleep(0.3)                 # the reply is slow to come back
-        return t
-
-
-class _Presence(Probe):
-    """Reports each flip through on_change, as the node process monitor does."""
+class _Sees(Probe):
+    """Fails from `after` s past the attacker's landing on, and reports each
+    flip through on_change, as the node process monitor does."""
     name = "process"
 
-    def __init__(self, attacker: _LandsEarly) -> None:
-        self.attacker = attacker
+    def __init__(self, attacker: _Remote, after: float = 0.0) -> None:
+        self.attacker, self.after = attacker, after
 
     async def run(self, record: Record, stop: asyncio.Event, on_change=None) -> None:
         last = None
         while not stop.is_set():
             now = time.monotonic()
-            ok = self.attacker.landed is None
+            landed = self.attacker.landed
+            ok = landed is None or now < landed + self.after
             record.add(Sample(now, ok, 1.0, self.name, ""))
             if on_change is not None and ok != last:
                 on_change(ok, now, "")
@@ -103,18 +50,45 @@ class _Presence(Probe):
             await asyncio.sleep(0.01)
 
 
-async def test_a_fault_seen_before_the_injection_returns_is_still_detected():
-    attacker = _LandsEarly()
-    record = Record("early", time.monotonic())
-
+def _plan(name: str, record: Record, probe: _Sees, attacker: Attacker) -> Plan:
     def on_change(ok: bool, t: float, detail: str) -> None:
         # what every scenario callback does: only a change after a fault counts
         if not ok and record.fault_at is not None and record.first("detected") is None:
             record.mark("detected", t, "gone")
 
-    plan = Plan("early", [(_Presence(attacker), on_change)], attacker,
+    return Plan(name, [(probe, on_change)], attacker,
                 done=lambda r: r.first("detected") is not None, need_instance_back=False)
-    await execute(plan, record, Phases(baseline_s=0.05, observe_s=1.0, settle_s=0.0))
+
+
+async def test_the_window_counts_from_the_injections_return_and_its_span_is_recorded():
+    attacker = _Remote(0.4)
+    record = Record("slow", time.monotonic())
+    # observe_s (0.3 s) is shorter than the injection (0.4 s) plus the 0.2 s
+    # the fault takes to show: counted from the fault's start it would give up
+    await execute(_plan("slow", record, _Sees(attacker, 0.2), attacker), record,
+                  Phases(baseline_s=0.05, observe_s=0.3, settle_s=0.0))
+    assert record.first("timeout") is None
+    det = record.first("detected")
+    assert det is not None and det.t - record.fault_at >= 0.6
+    assert 400 <= record.facts["inject_ms"] < 1500
+
+
+async def test_a_fault_never_seen_still_times_out_after_the_window():
+    attacker = _Remote(0.1)
+    record = Record("never", time.monotonic())
+    await execute(_plan("never", record, _Sees(attacker, 60.0), attacker), record,
+                  Phases(baseline_s=0.05, observe_s=0.3, settle_s=0.0))
+    timeout = record.first("timeout")
+    assert timeout is not None and record.first("detected") is None
+    assert timeout.t - record.fault_at >= 0.1 + 0.3
+
+
+async def test_a_fault_seen_before_the_injection_returns_is_still_detected():
+    # the fault lands 50 ms in; the command's reply takes another 300 ms
+    attacker = _Remote(0.05, 0.3, kind="lands-early")
+    record = Record("early", time.monotonic())
+    await execute(_plan("early", record, _Sees(attacker), attacker), record,
+                  Phases(baseline_s=0.05, observe_s=1.0, settle_s=0.0))
     det, fault = record.first("detected"), record.first("fault")
     assert det is not None and record.first("timeout") is None
     assert fault.t <= attacker.landed <= det.t < fault.t + 0.3     # seen before the return
@@ -129,9 +103,9 @@ async def test_an_injection_that_fails_leaves_no_fault_behind():
             raise RuntimeError("kill on node-a failed: no such process")
 
     record = Record("refused", time.monotonic())
-    plan = Plan("refused", [(_Watch(_SlowAttacker(0), 1.0), None)], _Refused())
     try:
-        await execute(plan, record, Phases(baseline_s=0.02, observe_s=0.1, settle_s=0.0))
+        await execute(_plan("refused", record, _Sees(_Remote(0), 1.0), _Refused()), record,
+                      Phases(baseline_s=0.02, observe_s=0.1, settle_s=0.0))
     except RuntimeError as exc:
         assert "no such process" in str(exc)
     else:
