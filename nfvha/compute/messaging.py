@@ -67,7 +67,7 @@ class MessagingSession(GuestChannel):
         uuid, _ = qemu_peer.vm_of(sock) if sock is not None else (None, None)
         if uuid != self.uuid:
             self.uuid = uuid
-            self.channels._announce(force=True)
+            self.channels._announce()  # the links changed: it sends them
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
