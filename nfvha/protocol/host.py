@@ -30,6 +30,10 @@ Rules that bind this file:
   healthy->unhealthy transition, whatever its corrective action (the
   controller decides which sinks act on "none"). exit -> disabled, no
   fault. Disconnected while enabled/failed -> Fault ``channel_lost``.
+- ``Standby`` (the host is about to reset, restart or destroy the VM, or the
+  VM is going away for a reason the host knows) -> disabled, no fault, like
+  an exit: the guest's silence and a channel loss that follow are expected.
+  A new init re-enables, as after an exit.
 """
 from __future__ import annotations
 
@@ -146,7 +150,15 @@ class NotifyAction:
     timeout_ms: Optional[int] = None
 
 
-Event = Union[Connected, Received, Malformed, Tick, Disconnected, NotifyAction]
+@dataclass(frozen=True)
+class Standby:
+    """The host acts on the VM (reset, restart, destroy) or knows why it goes
+    away: stop challenging and expect silence; a new init re-enables."""
+
+    reason: str = ""
+
+
+Event = Union[Connected, Received, Malformed, Tick, Disconnected, NotifyAction, Standby]
 
 
 # ---- outputs ------------------------------------------------------------------------------
@@ -425,6 +437,14 @@ def _exit(state: HostState, msg: dict, now: float) -> Tuple[HostState, List[Outp
     return state, outputs + [state_changed(state)]
 
 
+def _on_standby(state: HostState, event: Standby, now: float) -> Tuple[HostState, List[Output]]:
+    state, outputs = _end_action(state, "unknown", event.reason or "the host acts on the VM")
+    if state.phase not in (ENABLED, FAILED):
+        return state, outputs  # waiting or disabled: nothing is challenged anyway
+    state = _evolve(state, phase=DISABLED, deadline=None, nonce=None, answered=True, misses=0)
+    return state, outputs + [state_changed(state)]
+
+
 def _action_response(state: HostState, msg: dict, now: float) -> Tuple[HostState, List[Output]]:
     action = state.action
     if action is None:
@@ -506,4 +526,5 @@ _ON_EVENT: Dict[type, Callable[..., Tuple[HostState, List[Output]]]] = {
     Tick: _on_tick,
     Received: _on_received,
     NotifyAction: _on_notify_action,
+    Standby: _on_standby,
 }
