@@ -4,7 +4,7 @@
 set -u
 PKGS=(
   socat procps iproute2 curl     # demo, guest tests, network namespaces
-  qemu-system-x86 linux-image-cloud-amd64 busybox-static   # real virtio-serial test VM
+  qemu-system-x86 linux-image-cloud-amd64 busybox-static qemu-guest-agent   # real virtio-serial test VM (qemu-ga copied into it)
   libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients   # libvirt instance source, recovery
   libvirt-dev pkg-config         # builds libvirt-python (pip) against the system libvirt
   haproxy keepalived pacemaker corosync crmsh stress-ng    # VIM HA verification
