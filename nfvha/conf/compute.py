@@ -1,0 +1,37 @@
+"""[compute]: where the compute agent learns its instances, and libvirt."""
+from __future__ import annotations
+
+from oslo_config import cfg
+
+GROUP = "compute"
+OPTS = [
+    cfg.StrOpt("instances_source", default="directory", choices=["directory", "libvirt"],
+               help="How the compute agent finds its guests' channels. 'directory': QEMU "
+                    "chardev sockets named by [heartbeat] socket_pattern (and [servergroup] "
+                    "socket_pattern) in [heartbeat] instances_dir, polled; it cannot say why "
+                    "a channel closed nor act on a VM. 'libvirt': the domains of the "
+                    "libvirtd at libvirt_uri and their <channel>s, followed by lifecycle "
+                    "events; a closed channel is explained (shut down, destroyed, migrated, "
+                    "detached: no fault; the emulator died: vm_crashed) and recovery "
+                    "actions (reset, destroy) are carried out."),
+    cfg.StrOpt("libvirt_uri", default="qemu:///system",
+               help="The libvirtd the 'libvirt' instance source and recovery talk to."),
+    cfg.StrOpt("channels_dir", default="/var/lib/libvirt/qemu",
+               help="Where `nfvha attach` makes the UNIX sockets of the channels it "
+                    "hot-plugs into a domain (cgcs.heartbeat.<uuid>.sock, "
+                    "cgcs.messaging.<name>.sock): where Nova/StarlingX put them, so the "
+                    "'directory' source finds them too. libvirt creates the socket and "
+                    "hands it to QEMU."),
+    cfg.FloatOpt("loss_wait_s", default=3.0, min=0.0, max=60.0,
+                 help="How long the 'libvirt' source waits for libvirt to say why an "
+                      "enabled guest's heartbeat channel closed (the domain's lifecycle "
+                      "event) before the loss stands as channel_lost."),
+]
+
+
+def register(conf: cfg.ConfigOpts) -> None:
+    conf.register_opts(OPTS, group=GROUP)
+
+
+def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
+    return [(GROUP, OPTS)]
