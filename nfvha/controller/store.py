@@ -1,4 +1,5 @@
-"""Persistent state of the controller: instances, fault events, deliveries.
+"""Persistent state of the controller: instances, fault events, deliveries,
+and recovery (each instance's loop-protection record, each fault's action).
 
 SQLAlchemy 2 Core, synchronous; the controller runs every call in a worker
 thread (one thread for SQLite, whose writers serialise anyway).  SQLite
@@ -16,15 +17,22 @@ Invariants:
   (``owner``, ``lease_until``); leases are renewed while the owner lives and
   taken over when they run out, so a dead controller's work is resumed by
   the others without waiting for its restart.
+- Recovery: one decision per fault, taken in one transaction with the
+  instance's ``recovery`` row locked (``SELECT ... FOR UPDATE`` on
+  PostgreSQL/MariaDB; SQLite's writers are serialised by the controller's
+  one DB thread), so whichever controller handles a fault, the counts are
+  the same. An action record only moves forward: waiting → issuing →
+  issued → succeeded | failed, or to skipped.
 """
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Optional
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -47,6 +55,17 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from nfvha.controller import migrations
+from nfvha.controller.recovery.policy import (
+    ACT,
+    EXHAUST,
+    PAUSED,
+    WAIT,
+    Decision,
+    History,
+    Policy,
+    after_act,
+    decide,
+)
 from nfvha.controller.timeutil import iso, to_db, utcnow
 
 # MariaDB's DATETIME drops microseconds unless fsp=6 is asked for.
@@ -109,7 +128,38 @@ server_groups = Table(
     Column("updated_at", Timestamp, nullable=False),
 )
 
+# Loop protection of one instance (controller/recovery/policy.py's History)
+recovery = Table(
+    "recovery", metadata,
+    Column("instance_uuid", String(64), primary_key=True),
+    Column("action_times", JSON, nullable=False),      # epoch s of counted actions, oldest first
+    Column("paused", Boolean, nullable=False),
+    Column("paused_reason", Text),
+    Column("exhausted", Boolean, nullable=False),
+    Column("exhausted_at", Timestamp),
+    Column("updated_at", Timestamp, nullable=False),
+)
+
+# One per fault the recovery sink handled; the action's id is the event id
+actions = Table(
+    "actions", metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("instance_uuid", String(64), nullable=False, index=True),
+    Column("mode", String(16), nullable=False),         # libvirt | nova
+    Column("action", String(16)),                       # reset|destroy|nova_reboot|nova_stop|NULL
+    Column("status", String(16), nullable=False, index=True),
+    Column("reason", Text),
+    Column("issued_at", Timestamp),                     # when the action was decided and asked
+    Column("done_at", Timestamp),                       # when the compute / Nova carried it out
+    Column("recovered_at", Timestamp),                  # guest heartbeats again (compute time)
+    Column("recovery_ms", Integer),
+)
+
 PENDING, DELIVERED, REJECTED, SUPPRESSED = "pending", "delivered", "rejected", "suppressed"
+WAITING, ISSUING, ISSUED = "waiting", "issuing", "issued"
+SUCCEEDED, FAILED, SKIPPED = "succeeded", "failed", "skipped"
+ACTION_STATUSES = (WAITING, ISSUING, ISSUED, SUCCEEDED, FAILED, SKIPPED)
+OPEN_ACTIONS = (ISSUING, ISSUED)   # asked for, guest not back yet
 
 
 def make_engine(url: str) -> Engine:
@@ -203,6 +253,7 @@ class Store:
     def _event_dict(self, conn: Connection, rows: list[Any]) -> list[dict[str, Any]]:
         ids = [r["id"] for r in rows]
         by_event: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
+        action_of: dict[str, dict[str, Any]] = {}
         if ids:
             q = select(deliveries).where(deliveries.c.event_id.in_(ids)).order_by(
                 deliveries.c.sink)
@@ -211,12 +262,14 @@ class Store:
                     "sink": d["sink"], "status": d["status"], "attempts": d["attempts"],
                     "last_error": d["last_error"], "note": d["note"],
                     "delivered_at": iso(d["delivered_at"])})
+            for a in conn.execute(select(actions).where(actions.c.event_id.in_(ids))).mappings():
+                action_of[a["event_id"]] = _action_dict(a)
         return [{
             "id": r["id"], "instance_uuid": r["instance_uuid"], "host": r["host"],
             "kind": r["kind"], "corrective_action": r["corrective_action"],
             "detail": r["detail"], "detected_at": iso(r["detected_at"]),
             "detected_mono": r["detected_mono"], "received_at": iso(r["received_at"]),
-            "deliveries": by_event[r["id"]],
+            "deliveries": by_event[r["id"]], "action": action_of.get(r["id"]),
         } for r in rows]
 
     # --- deliveries --------------------------------------------------------
@@ -391,6 +444,228 @@ class Store:
                 out.append({"id": r["id"], "name": r["name"], "members": members or [],
                             "origin": r["origin"]})
             return out
+
+    # --- recovery (controller/recovery/) ---------------------------------------
+    def decide_action(self, event: dict[str, Any], mode: str, action: str, policy: Policy,
+                      now: float) -> tuple[Optional[Decision], dict[str, Any]]:
+        """Decide on the fault ``event`` and record the decision, in one
+        transaction with the instance's recovery row locked. Returns (the
+        decision, the action record); decision None: the fault was decided
+        before (its record is past ``waiting``) and nothing was changed."""
+        uuid, at = event["instance_uuid"], _from_epoch(now)
+        _ensure_recovery(self.engine, uuid, at)
+        with self.engine.begin() as conn:
+            row = _locked_recovery(conn, uuid, at)
+            # no FOR UPDATE here: the recovery row's lock already serialises
+            # the decisions on this instance, and a lock on a missing key is
+            # a gap lock on MariaDB that deadlocks two inserts
+            rec = conn.execute(select(actions).where(actions.c.event_id == event["id"])
+                               ).mappings().first()
+            if rec is not None and rec["status"] != WAITING:
+                return None, _action_dict(rec)
+            history = History(tuple(_times(row["action_times"])), bool(row["paused"]),
+                              bool(row["exhausted"]))
+            decision = decide(policy, history, now)
+            values: dict[str, Any] = {"instance_uuid": uuid, "mode": mode, "action": action,
+                                      "reason": decision.reason[:2000] or None}
+            if decision.verdict == ACT:
+                conn.execute(update(recovery).where(recovery.c.instance_uuid == uuid).values(
+                    action_times=list(after_act(policy, history, now)), updated_at=at))
+                values.update(status=ISSUING, issued_at=at)
+            elif decision.verdict == WAIT:
+                values.update(status=WAITING)
+            else:  # paused, exhausted, exhaust: no action
+                if decision.verdict == EXHAUST:
+                    conn.execute(update(recovery).where(recovery.c.instance_uuid == uuid)
+                                 .values(exhausted=True, exhausted_at=at, updated_at=at))
+                if decision.verdict == PAUSED and row["paused_reason"]:
+                    values["reason"] = f"{decision.reason}: {row['paused_reason']}"[:2000]
+                values.update(status=SKIPPED, done_at=at)
+            _put_action(conn, event["id"], rec is not None, values)
+            out = conn.execute(select(actions).where(actions.c.event_id == event["id"])
+                               ).mappings().one()
+            return decision, _action_dict(out)
+
+    def skip_action(self, event: dict[str, Any], mode: str, action: Optional[str],
+                    reason: str, at: Optional[datetime] = None
+                    ) -> tuple[bool, dict[str, Any]]:
+        """No action for this fault (nothing to do, host silent, guest back by
+        itself). Returns (changed, record); a record already past
+        ``waiting`` is left as it is."""
+        values = {"instance_uuid": event["instance_uuid"], "mode": mode, "action": action,
+                  "status": SKIPPED, "reason": reason[:2000], "done_at": to_db(at or utcnow())}
+        with self.engine.begin() as conn:
+            changed = conn.execute(update(actions).where(
+                actions.c.event_id == event["id"], actions.c.status == WAITING,
+            ).values(**values)).rowcount == 1
+        if not changed:
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(insert(actions).values(event_id=event["id"], **values))
+                changed = True
+            except IntegrityError:  # decided already: leave it
+                pass
+        rec = self.get_action(event["id"])
+        assert rec is not None
+        return changed, rec
+
+    def _move_action(self, event_id: str, frm: Iterable[str],
+                     values: dict[str, Any]) -> Optional[dict[str, Any]]:
+        """Move one action record on, only from the statuses ``frm``:
+        returns the updated record, or None when it was elsewhere."""
+        with self.engine.begin() as conn:
+            done = conn.execute(update(actions).where(
+                actions.c.event_id == event_id, actions.c.status.in_(list(frm)),
+            ).values(**values)).rowcount
+            if not done:
+                return None
+            row = conn.execute(select(actions).where(actions.c.event_id == event_id)
+                               ).mappings().one()
+            return _action_dict(row)
+
+    def mark_action_issued(self, event_id: str, done_at: Optional[datetime] = None,
+                           detail: str = "") -> Optional[dict[str, Any]]:
+        """The compute or Nova carried the action out: now the guest must come back."""
+        return self._move_action(event_id, (ISSUING,), {
+            "status": ISSUED, "done_at": to_db(done_at or utcnow()),
+            "reason": detail[:2000] or None})
+
+    def mark_action_failed(self, event_id: str, reason: str,
+                           done_at: Optional[datetime] = None) -> Optional[dict[str, Any]]:
+        return self._move_action(event_id, (WAITING, ISSUING, ISSUED), {
+            "status": FAILED, "reason": reason[:2000], "done_at": to_db(done_at or utcnow())})
+
+    def get_action(self, event_id: str) -> Optional[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(actions).where(actions.c.event_id == event_id)
+                               ).mappings().first()
+            return _action_dict(row) if row is not None else None
+
+    def mark_recovered(self, instance_uuid: str, at: datetime) -> Optional[dict[str, Any]]:
+        """The instance heartbeats again at ``at`` (its compute's clock): the
+        first action asked for it before then has succeeded. recovery_ms:
+        ``at`` − the fault's detected_at (both the compute's clock)."""
+        at_db = to_db(at)
+        with self.engine.begin() as conn:
+            row = conn.execute(select(actions).where(
+                actions.c.instance_uuid == instance_uuid,
+                actions.c.status.in_(OPEN_ACTIONS), actions.c.issued_at <= at_db,
+            ).order_by(actions.c.issued_at, actions.c.event_id).limit(1).with_for_update()
+            ).mappings().first()
+            if row is None:
+                return None
+            detected = conn.execute(select(events.c.detected_at).where(
+                events.c.id == row["event_id"])).scalar()
+            ms = None
+            if detected is not None:
+                ms = max(0, round((at_db - detected).total_seconds() * 1000))
+            conn.execute(update(actions).where(actions.c.event_id == row["event_id"]).values(
+                status=SUCCEEDED, recovered_at=at_db, recovery_ms=ms))
+            out = conn.execute(select(actions).where(actions.c.event_id == row["event_id"])
+                               ).mappings().one()
+            return _action_dict(out)
+
+    def fail_unrecovered(self, issued_before: datetime, reason: str) -> list[dict[str, Any]]:
+        """Actions issued before ``issued_before`` whose guest never came back;
+        returns the ones this call moved (another controller may sweep too)."""
+        cutoff = to_db(issued_before)
+        with self.engine.connect() as conn:
+            ids = [r.event_id for r in conn.execute(select(actions.c.event_id).where(
+                actions.c.status == ISSUED, actions.c.issued_at < cutoff))]
+        out = []
+        for event_id in ids:
+            rec = self.mark_action_failed(event_id, reason)
+            if rec is not None:
+                out.append(rec)
+        return out
+
+    def get_recovery(self, instance_uuid: str) -> Optional[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(recovery).where(
+                recovery.c.instance_uuid == instance_uuid)).mappings().first()
+            return _recovery_dict(row) if row is not None else None
+
+    def set_recovery_paused(self, instance_uuid: str, paused: bool, reason: str = "",
+                            at: Optional[datetime] = None) -> dict[str, Any]:
+        now = to_db(at or utcnow())
+        _ensure_recovery(self.engine, instance_uuid, now)
+        with self.engine.begin() as conn:
+            _locked_recovery(conn, instance_uuid, now)
+            conn.execute(update(recovery).where(recovery.c.instance_uuid == instance_uuid)
+                         .values(paused=paused, paused_reason=(reason[:2000] or None),
+                                 updated_at=now))
+            return _recovery_dict(conn.execute(select(recovery).where(
+                recovery.c.instance_uuid == instance_uuid)).mappings().one())
+
+    def rearm_recovery(self, instance_uuid: str, at: Optional[datetime] = None
+                       ) -> dict[str, Any]:
+        """Clear the exhausted mark and the counted actions."""
+        now = to_db(at or utcnow())
+        _ensure_recovery(self.engine, instance_uuid, now)
+        with self.engine.begin() as conn:
+            _locked_recovery(conn, instance_uuid, now)
+            conn.execute(update(recovery).where(recovery.c.instance_uuid == instance_uuid)
+                         .values(exhausted=False, exhausted_at=None, action_times=[],
+                                 updated_at=now))
+            return _recovery_dict(conn.execute(select(recovery).where(
+                recovery.c.instance_uuid == instance_uuid)).mappings().one())
+
+
+def _from_epoch(t: float) -> datetime:
+    return to_db(datetime.fromtimestamp(t, timezone.utc))
+
+
+def _times(value: Any) -> list[float]:
+    if isinstance(value, str):  # some drivers hand JSON back as text
+        value = json.loads(value)
+    return [float(t) for t in (value or [])]
+
+
+def _locked_recovery(conn: Connection, uuid: str, now: datetime) -> Any:
+    """The instance's recovery row (made by _ensure_recovery beforehand),
+    locked until commit."""
+    return conn.execute(select(recovery).where(recovery.c.instance_uuid == uuid)
+                        .with_for_update()).mappings().one()
+
+
+def _ensure_recovery(engine: Engine, uuid: str, now: datetime) -> None:
+    """Make the instance's recovery row if missing, in a transaction of its
+    own: inserting it under a lock taken on the missing row would deadlock
+    two controllers on MariaDB (both hold the gap lock, both insert)."""
+    with engine.connect() as conn:
+        if conn.execute(select(recovery.c.instance_uuid).where(
+                recovery.c.instance_uuid == uuid)).first() is not None:
+            return
+    try:
+        with engine.begin() as conn:
+            conn.execute(insert(recovery).values(
+                instance_uuid=uuid, action_times=[], paused=False, exhausted=False,
+                updated_at=to_db(now)))
+    except IntegrityError:  # another controller made it meanwhile
+        pass
+
+
+def _put_action(conn: Connection, event_id: str, exists: bool, values: dict[str, Any]) -> None:
+    if exists:
+        conn.execute(update(actions).where(actions.c.event_id == event_id).values(**values))
+    else:
+        conn.execute(insert(actions).values(event_id=event_id, **values))
+
+
+def _action_dict(r: Any) -> dict[str, Any]:
+    return {"event_id": r["event_id"], "instance_uuid": r["instance_uuid"], "mode": r["mode"],
+            "action": r["action"], "status": r["status"], "reason": r["reason"],
+            "issued_at": iso(r["issued_at"]), "done_at": iso(r["done_at"]),
+            "recovered_at": iso(r["recovered_at"]), "recovery_ms": r["recovery_ms"]}
+
+
+def _recovery_dict(r: Any) -> dict[str, Any]:
+    times = _times(r["action_times"])
+    return {"instance_uuid": r["instance_uuid"], "paused": bool(r["paused"]),
+            "paused_reason": r["paused_reason"], "exhausted": bool(r["exhausted"]),
+            "exhausted_at": iso(r["exhausted_at"]),
+            "action_times": [iso(datetime.fromtimestamp(t, timezone.utc)) for t in times],
+            "updated_at": iso(r["updated_at"])}
 
 
 def _add_missing_columns(conn: Connection) -> None:
