@@ -7,9 +7,19 @@ from __future__ import annotations
 
 from oslo_config import cfg
 
-from nfvha.conf import api, bus, compute, database, heartbeat, nova, reporters, servergroup
+from nfvha.conf import (
+    api,
+    bus,
+    compute,
+    database,
+    heartbeat,
+    nova,
+    recovery,
+    reporters,
+    servergroup,
+)
 
-_MODULES = (api, bus, compute, database, heartbeat, nova, reporters, servergroup)
+_MODULES = (api, bus, compute, database, heartbeat, nova, recovery, reporters, servergroup)
 
 
 def register(conf: cfg.ConfigOpts) -> None:
