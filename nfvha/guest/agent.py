@@ -32,7 +32,7 @@ from ..protocol import servergroup as sg
 from ..protocol.framing import FrameError, LineDecoder, encode
 from . import probes as probes_mod
 from . import sdnotify
-from .device import WriteQueue, open_device
+from .device import ABSENT_ERRNOS, PortLocator, WriteQueue, open_device
 
 LOG = logging.getLogger("nfvha.guest")
 
@@ -43,6 +43,7 @@ STOP_FLUSH_S = 1.0
 LOG_EVERY_S = 5.0
 DEFAULT_GROUP_DEVICE = "/run/nfvha/cgcs.messaging"
 GROUP_QUEUE_MAX = 16  # relayed group frames queued at most (heartbeat keeps the rest)
+PORT_POLL_S = 0.5  # how often a missing port (not hot-plugged yet) is looked for
 
 # Checks registered by applications before the Agent is created (register_health_check).
 _GLOBAL_CHECKS: List[probes_mod.Probe] = []
@@ -76,6 +77,8 @@ class Agent:
         restart_secs: int = 600,
         single_port: bool = False,
         group_device: str = DEFAULT_GROUP_DEVICE,
+        port_poll_s: float = PORT_POLL_S,
+        locator: Optional[PortLocator] = None,
     ) -> None:
         if corrective_action not in hb.CORRECTIVE_ACTIONS:
             raise ValueError(f"unknown corrective action {corrective_action!r}")
@@ -94,6 +97,8 @@ class Agent:
         self.event_script = event_script
         self.reopen_min_s = reopen_min_s
         self.reopen_max_s = reopen_max_s
+        self.port_poll_s = port_poll_s
+        self.locator = locator or PortLocator(device)
         self.single_port = single_port
         self.group_device = group_device
         self._relay: Optional[_GroupRelay] = None
@@ -160,25 +165,57 @@ class Agent:
         sd = sdnotify.Notifier()
         sd.ready(f"device {self.device}")
         self._tasks.append(self._loop.create_task(sd.watchdog()))
+        waiting = False  # for a port that is not there: one log line, not one per poll
+        quiet = False  # a loss already logged and no registration since
         try:
             while not self._stopping:
-                try:
-                    self._fd = open_device(self.device)
-                except OSError as exc:
-                    if str(exc) != last_error:
-                        LOG.warning("cannot open %s: %s (retrying)", self.device, exc)
-                        last_error = str(exc)
-                    await self._sleep(backoff)
+                path = self.locator.locate()
+                fd = None
+                if path is not None:
+                    try:
+                        fd = open_device(path)
+                    except OSError as exc:
+                        if exc.errno not in ABSENT_ERRNOS:
+                            if str(exc) != last_error:
+                                LOG.warning("cannot open %s: %s (retrying)", path, exc)
+                                last_error = str(exc)
+                            await self._sleep(backoff)
+                            backoff = min(backoff * 2, self.reopen_max_s)
+                            continue
+                if fd is None:  # not there (yet, or any more): poll until it is
+                    if not waiting:
+                        LOG.warning("no port %s: waiting for it to appear (checked every "
+                                    "%.1f s)", self.device, self.port_poll_s)
+                        waiting = True
+                    # Soon at first (a port racing the agent at boot), then every port_poll_s.
+                    await self._sleep(min(backoff, self.port_poll_s))
                     backoff = min(backoff * 2, self.reopen_max_s)
                     continue
+                if waiting:
+                    LOG.info("port %s is there (%s)", self.device, path)
+                    waiting = False
                 last_error = None
+                self._fd = fd
+                registrations = self.registrations
                 reason = await self._session()
                 if self.registrations:
                     backoff = self.reopen_min_s  # it worked once: come back quickly
-                if not self._stopping:
-                    LOG.warning("channel lost (%s); reopening in %.1f s", reason, backoff)
-                    await self._sleep(backoff)
-                    backoff = min(backoff * 2, self.reopen_max_s)
+                if self.registrations > registrations:
+                    quiet = False
+                if self._stopping:
+                    break
+                if not self._port_present():  # hot-unplugged: wait for it to return
+                    LOG.warning("channel lost (%s): port %s is gone; waiting for it to "
+                                "come back", reason, self.device)
+                    waiting = True
+                    continue
+                # Without a host connected a virtio-serial read is EOF at once: log the
+                # first loss, not every reopen until a host is there again.
+                (LOG.debug if quiet else LOG.warning)(
+                    "channel lost (%s); reopening in %.1f s", reason, backoff)
+                quiet = True
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, self.reopen_max_s)
         finally:
             self._cancel_timer()
             for task in self._tasks:
@@ -192,6 +229,10 @@ class Agent:
             sd.close()
         LOG.info("nfvha-guest stopped")
         return 0
+
+    def _port_present(self) -> bool:
+        path = self.locator.locate()
+        return path is not None and os.path.exists(path)
 
     # ---- channel session ------------------------------------------------------------------
 

@@ -4,7 +4,12 @@ With no host process connected, a virtio-serial read returns EOF (hang-up)
 and a blocking write would wait until a host connects (INTERFACES.md §1),
 so every write here is non-blocking and queued. The queue is small and
 bounded: when the host is absent, a stale challenge response is worth
-nothing, so a newer one replaces it. Standard library only, Python 3.8.
+nothing, so a newer one replaces it.
+
+A port may be missing when the agent starts and appear later (hot-plugged by
+the host), or go away (hot-unplugged); a guest without udev has no
+/dev/virtio-ports/NAME link for it at all. ``PortLocator`` finds the port by
+its name in sysfs then. Standard library only, Python 3.8.
 """
 from __future__ import annotations
 
@@ -13,9 +18,64 @@ import os
 import termios
 import tty
 from collections import deque
-from typing import Deque, Tuple
+from typing import Deque, Optional, Tuple
 
 MAX_QUEUED = 32
+# open() errors that mean "the port is not there (now)", not "something is wrong"
+ABSENT_ERRNOS = (errno.ENOENT, errno.ENODEV, errno.ENXIO)
+
+
+class PortLocator:
+    """Where the port ``path`` names is now, or None while it is not there.
+
+    For ``.../virtio-ports/NAME`` (udev's link): the link when it exists and
+    its node still carries NAME in sysfs, else the ``/dev/vportNpM`` whose
+    ``/sys/class/virtio-ports/vportNpM/name`` is NAME (no udev, a hot-plugged
+    port, or a stale link to a node a re-plugged port took over). Any other
+    path (a pty stand-in, ``/dev/vport0p1`` given directly) is taken as is.
+    """
+
+    def __init__(self, path: str, sys_root: str = "/sys", dev_root: str = "/dev") -> None:
+        self.path = path
+        parent, name = os.path.split(path)
+        self.name: Optional[str] = name if os.path.basename(parent) == "virtio-ports" else None
+        self.ports_dir = os.path.join(sys_root, "class", "virtio-ports")
+        self.dev_root = dev_root
+
+    def locate(self) -> Optional[str]:
+        """The path to open, or None when the port is surely not there."""
+        if self.name is None:
+            return self.path  # open() tells: ENOENT is "not there"
+        try:
+            # The link's own target (udev: ../vport0p1), not the end of the chain.
+            node = os.readlink(self.path) if os.path.islink(self.path) else self.path
+            present = os.path.exists(self.path)
+        except OSError:  # removed while we looked
+            present = False
+        if present:
+            named = self._name_of(os.path.basename(node))
+            if named is None or named == self.name:
+                return self.path
+        return self._by_name()
+
+    def _name_of(self, node: str) -> Optional[str]:
+        try:
+            with open(os.path.join(self.ports_dir, node, "name"), "rb") as f:
+                return f.read().decode("utf-8", "replace").strip()
+        except OSError:
+            return None
+
+    def _by_name(self) -> Optional[str]:
+        try:
+            nodes = sorted(os.listdir(self.ports_dir))
+        except OSError:  # no virtio_console driver (yet), or not a Linux guest
+            return None
+        for node in nodes:
+            if self._name_of(node) == self.name:
+                dev = os.path.join(self.dev_root, node)
+                if os.path.exists(dev):
+                    return dev
+        return None
 
 
 def open_device(path: str) -> int:
