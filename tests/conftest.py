@@ -169,3 +169,24 @@ def services_conf(path, *, url: str, run: str, port: int, instances, db,
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                   "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="session")
+def libvirtd():
+    """One libvirtd at qemu:///system for the whole session
+    (nfvha/compute/libvirt_daemon.py): started under a child-subreaper
+    supervisor and stopped at the end (its leftover domains destroyed), or
+    the one already running, reused as it is."""
+    from nfvha.compute import libvirt_daemon
+
+    require_command("qemu-system-x86_64")
+    reason = libvirt_daemon.unavailable_reason()
+    if reason:
+        missing(reason)
+    daemon = libvirt_daemon.LibvirtDaemon()
+    try:
+        daemon.start()
+    except libvirt_daemon.LibvirtdError as exc:
+        missing(f"libvirtd does not start here: {exc}")
+    yield daemon
+    daemon.stop()
