@@ -48,8 +48,7 @@ async def test_controller_refuses_malformed_requests() -> None:
 
 async def test_compute_endpoint_refuses_what_is_not_for_guests(sock_dir: Path) -> None:
     class _Channels:
-        class agent:  # noqa: N801 - stands for the ComputeAgent attribute
-            host = "h1"
+        host = "h1"
 
         def __init__(self) -> None:
             self.calls: list = []

@@ -1,21 +1,26 @@
-"""The compute agent: heartbeats every instance of this host.
+"""The compute agent: heartbeats every instance of this host. This module
+is the wiring; the parts know nothing of it:
 
-- finds the instances' QEMU chardev sockets in a directory (polled every
-  ~200 ms), connects to each (QEMU is the server), reconnects when the
-  socket comes back, forgets sockets that disappear;
-- runs one `InstanceSession` (host state machine + timer) per instance;
+- an instance source (compute/sources/; default: the instances directory,
+  polled every ~200 ms) offers the instances' QEMU chardev channels to the
+  channel pool (compute/pool.py), which makes one session per channel
+  (``InstanceSession``: host state machine + timer; ``MessagingSession``:
+  server-group messaging), connects, reconnects, and forgets what was
+  withdrawn;
 - casts state changes (`instance_state`) to the controller in order, and
   *calls* every fault (`fault`) through an outbox that retries until the
-  controller acks it;
+  controller acks it; a lost heartbeat channel is first explained by the
+  source (``explain_loss``: no fault, ``vm_crashed``, or ``channel_lost``);
 - every ``report_interval_s`` tells every controller it is alive (`alive`,
   a fanout): the controllers flag a host gone silent (controller/hosts.py);
 - on start casts `hello(host, instances)` so the controller can resync, and
   every ``sync_interval_s`` a digest of them (`sync`); the controller answers
   a mismatch with `resync`, and the agent with a fresh `hello`
   (nfvha/bus/inventory.py);
-- also serves the instances' server-group messaging channels
-  (``cgcs.messaging.<name>.sock``, compute/messaging.py) and, on the bus,
-  the controller's ``sg_deliver`` casts to them.
+- serves, on the bus, the controller's ``sg_deliver`` casts to the
+  messaging channels (compute/messaging.py), votes and notices
+  (``instance_action``) and recovery actions (``recover``, carried out by
+  the source: libvirt).
 """
 from __future__ import annotations
 
@@ -25,18 +30,31 @@ import re
 import resource
 import time
 import uuid as uuidlib
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 from nfvha.bus import Bus
 from nfvha.bus.inventory import inventory_digest
-from nfvha.compute import discovery
 from nfvha.compute.messaging import ComputeEndpoint, MessagingChannels
 from nfvha.compute.outbox import FaultOutbox
-from nfvha.compute.session import InstanceSession
+from nfvha.compute.pool import HEARTBEAT, MESSAGING, ChannelPool
+from nfvha.compute.session import HeartbeatHooks, InstanceSession
+from nfvha.compute.sources import (
+    CHANNEL_LOST,
+    RECOVERY_ACTIONS,
+    VM_CRASHED,
+    InstanceSource,
+    LossVerdict,
+)
+from nfvha.compute.sources.directory import (
+    HEARTBEAT_PATTERN,
+    MESSAGING_PATTERN,
+    DirectorySource,
+)
 from nfvha.gctune import tune_gc
 from nfvha.protocol import host as hostsm
 from nfvha.protocol import servergroup as sg
@@ -44,8 +62,12 @@ from nfvha.protocol.host import HostConfig
 
 LOG = logging.getLogger(__name__)
 
-DEFAULT_PATTERN = r"cgcs\.heartbeat\.(?P<uuid>[0-9a-fA-F-]{36})\.sock$"
+DEFAULT_PATTERN = HEARTBEAT_PATTERN
 Observer = Callable[[str, Any, float], None]
+EXPLAIN_TIMEOUT_S = 10.0  # a source that does not say why a channel closed: channel_lost
+RECOVER_TIMEOUT_S = 300.0  # a recovery action that never ends is answered as failed
+RECOVERIES_KEPT = 1024  # action ids remembered: a repeat is answered, not carried out again
+MAX_ARG = 255  # longest action id, reply_to, instance uuid taken from the bus
 
 
 class _Clock:
@@ -61,6 +83,13 @@ class _Clock:
             timespec="microseconds")
 
 
+@dataclass
+class _Recovery:
+    instance_uuid: str
+    action: str
+    task: asyncio.Task[tuple[bool, str, str]]  # (ok, detail, done_at)
+
+
 class ComputeAgent:
     def __init__(self, host: str, instances_dir: Path, bus: Bus,
                  socket_pattern: str = DEFAULT_PATTERN,
@@ -70,7 +99,11 @@ class ComputeAgent:
                  messaging_pattern: str | None = None,
                  messaging_config: sg.SessionConfig | None = None,
                  spool_dir: Path | None = None, sync_interval_s: float = 30.0,
-                 report_interval_s: float = 2.0) -> None:
+                 report_interval_s: float = 2.0,
+                 source: InstanceSource | None = None) -> None:
+        """`source`: where the channels come from; default: the sockets in
+        `instances_dir` named by `socket_pattern` / `messaging_pattern`,
+        scanned every `scan_interval_s` (those arguments serve only it)."""
         self.host = host
         self.instances_dir = Path(instances_dir)
         self.bus = bus
@@ -82,28 +115,45 @@ class ComputeAgent:
         self.sync_interval_s = sync_interval_s
         self.report_interval_s = report_interval_s
         self.started_at = ""  # wall time of start(): the controllers see a restart by it
-        self.sessions: dict[str, InstanceSession] = {}
-        self._found: dict[str, discovery.Found] = {}
         self._observers: list[Observer] = []
         self._casts: deque[tuple[str, dict[str, Any]]] = deque()
         self._cast_ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._connects: set[asyncio.Task[None]] = set()
-        self._replies: set[asyncio.Task[None]] = set()  # action results on their way
+        self._replies: set[asyncio.Task[Any]] = set()  # answers on their way to a controller
+        self._explaining: set[asyncio.Task[None]] = set()  # lost channels asked about
+        self._recoveries: OrderedDict[str, _Recovery] = OrderedDict()
         self._clock = _Clock()
         self._running = False
         self.outbox = FaultOutbox(self._deliver_fault, spool_dir=spool_dir)
-        # Server-group messaging (None: off); its sockets share instances_dir.
+        # Server-group messaging (None: off); its channels come from the same source.
         # single_port (OPNFV): it also shares the heartbeat channel.
         self.messaging_config = messaging_config or sg.SessionConfig(instance="")
         self.single_port = messaging and self.messaging_config.single_port
+        self.hooks = HeartbeatHooks(on_output=self._output)
+        self.pool = ChannelPool(
+            host_config=host_config, rate_limit_per_s=rate_limit_per_s,
+            heartbeat_hooks=self.hooks,
+            single_port=self.messaging_config if self.single_port else None,
+            reconnect_max_s=reconnect_max_s, on_change=self._channels_changed,
+            report_fault=self.report_fault)
+        self.sessions: dict[str, InstanceSession] = self.pool.heartbeat
         self.messaging: MessagingChannels | None = None
         if messaging:
             self.messaging = MessagingChannels(
-                self, **({"socket_pattern": messaging_pattern} if messaging_pattern else {}),
-                config=messaging_config)
+                # late-bound: whoever wraps agent._cast sees these casts too
+                host, lambda method, **kw: self._cast(method, **kw),
+                sessions=self.pool.messaging, heartbeat_sessions=self.pool.heartbeat,
+                single_port=self.single_port)
+            self.pool.serve_messaging(self.messaging.hooks, messaging_config)
+            self.hooks.relay = self.messaging.relay
+        self.source: InstanceSource = source if source is not None else DirectorySource(
+            self.instances_dir, socket_pattern,
+            (messaging_pattern or MESSAGING_PATTERN) if messaging else None,
+            scan_interval_s=scan_interval_s)
         self.counters = {"faults": 0, "violations": 0, "state_changes": 0,
-                         "observer_errors": 0, "forgotten": 0, "resyncs": 0}
+                         "observer_errors": 0, "forgotten": 0, "resyncs": 0,
+                         "losses_explained": 0, "recoveries": 0, "recoveries_repeated": 0,
+                         "recoveries_refused": 0}
 
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -113,38 +163,39 @@ class ComputeAgent:
         self._running = True
         self.started_at = self._clock.iso(time.monotonic())
         self.outbox.start()
-        self._rescan()  # creates sessions; connects come after hello
+        await self.source.start(self.pool)  # makes sessions; connects come after hello
         await self.bus.serve_compute(self.host, AgentEndpoint(self))
         await self.bus.cast_controller(
             "hello", host=self.host, agent_started_at=self.started_at,
             instances=[self._record(s) for s in self.sessions.values()])
-        self._tasks = [loop.create_task(self._send_casts(), name="compute-casts"),
-                       loop.create_task(self._scan_loop(), name="compute-scan")]
+        self._tasks = [loop.create_task(self._send_casts(), name="compute-casts")]
         if self.sync_interval_s > 0:
             self._tasks.append(loop.create_task(self._sync_loop(), name="compute-sync"))
         if self.report_interval_s > 0:
             self._tasks.append(loop.create_task(self._report_loop(), name="compute-alive"))
-        for session in self.sessions.values():
-            self._connect_soon(session, 0.0)
         if self.messaging is not None:
             self.messaging.start()
-        LOG.info("compute agent %s watching %s (%d instances)", self.host,
-                 self.instances_dir, len(self.sessions))
+        self.pool.start()
+        LOG.info("compute agent %s: instances from %s %s (%d)", self.host, self.source.name,
+                 self.instances_dir if isinstance(self.source, DirectorySource) else "",
+                 len(self.sessions))
 
     async def stop(self) -> None:
         self._running = False
         for task in self._tasks:
             task.cancel()
+        try:
+            await self.source.stop()
+        except Exception:
+            LOG.exception("instance source %s did not stop cleanly", self.source.name)
         for session in self.sessions.values():
             session.end_action("compute agent stopping")  # still answered, as "unknown"
-        for task in list(self._replies):
-            try:
-                await asyncio.wait_for(asyncio.shield(task), 1.0)
-            except (asyncio.TimeoutError, Exception):
-                task.cancel()
-        for task in list(self._connects):
-            task.cancel()
-        for task in [*self._tasks, *self._connects]:
+        # lost channels being explained: their faults reach the outbox (and spool)
+        await _settle(self._explaining, 1.0)
+        await _settle({r.task for r in self._recoveries.values()}, 1.0)
+        await _settle(self._replies, 1.0)
+        await self.pool.stop()
+        for task in self._tasks:
             try:
                 await task
             except (asyncio.CancelledError, Exception):
@@ -152,95 +203,23 @@ class ComputeAgent:
         self._tasks = []
         if self.messaging is not None:
             await self.messaging.stop()
-        for session in self.sessions.values():
-            session.close()
         await self.outbox.stop()
 
     def add_observer(self, callback: Observer) -> None:
         """`callback(instance_uuid, output, mono)` for every output of every
         session's machine (Send, StateChanged, Fault, Violation, RoundTrip);
-        `mono` is the time.monotonic() at which the input was processed."""
+        `mono` is the time.monotonic() at which the input was processed. A
+        Fault is seen as it goes to the controller: a lost channel after the
+        source explained it (its kind may then be vm_crashed; none if the
+        source said it was no fault), still with the `mono` of the loss."""
         self._observers.append(callback)
+        self.hooks.observed = True
 
-    # -- discovery and connections ----------------------------------------------------
-    async def _scan_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.scan_interval_s)
-            try:
-                self._rescan()
-                if self.messaging is not None:
-                    self.messaging.rescan()
-            except Exception:
-                LOG.exception("scanning %s failed", self.instances_dir)
-
-    def _rescan(self) -> None:
-        found = discovery.scan(self.instances_dir, self.pattern, self._found)
-        for uuid, item in found.items():
-            session = self.sessions.get(uuid)
-            if session is None:
-                session = InstanceSession(self, uuid, item.path, self.host_config,
-                                          self.rate_limit_per_s)
-                session.inode = item.inode
-                self.sessions[uuid] = session
-                LOG.info("instance %s: channel %s found", uuid, item.path)
-                if self._running:
-                    self._connect_soon(session, 0.0)
-            elif session.inode != item.inode or session.path != item.path:
-                # QEMU made a new socket: connect now rather than after backoff.
-                session.inode, session.path = item.inode, item.path
-                session.connect_failures = 0
-                if session.transport is None and self._running:
-                    self._connect_soon(session, 0.0)
-        for uuid in set(self.sessions) - set(found):
-            session = self.sessions[uuid]
-            if session.transport is None and not session.connecting:
-                self._forget(session)
-            # else: still connected through the unlinked socket; forgotten on close
-        self._found = found
-
-    def _forget(self, session: InstanceSession) -> None:
-        LOG.info("instance %s: channel %s gone", session.uuid, session.path)
-        session.close()
-        self.sessions.pop(session.uuid, None)
-        self.counters["forgotten"] += 1
-
-    def _connect_soon(self, session: InstanceSession, delay: float) -> None:
-        if session.connecting or session.transport is not None or session.closing:
-            return
-        session.connecting = True
-        task = asyncio.get_running_loop().create_task(self._connect(session, delay))
-        self._connects.add(task)
-        task.add_done_callback(self._connects.discard)
-
-    async def _connect(self, session: InstanceSession, delay: float) -> None:
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if session.closing or not self._running:
-            session.connecting = False
-            return
-        loop = asyncio.get_running_loop()
-        try:
-            await loop.create_unix_connection(lambda: session, session.path)
-        except OSError as exc:
-            session.connecting = False
-            session.connect_failures += 1
-            if session.uuid not in self._found:
-                self._forget(session)
-                return
-            backoff = min(self.reconnect_max_s, 0.05 * 2 ** min(session.connect_failures, 10))
-            if session.connect_failures in (1, 10) or session.connect_failures % 100 == 0:
-                LOG.info("instance %s: connect %s failed (%s); retry in %.2fs",
-                         session.uuid, session.path, exc, backoff)
-            self._connect_soon(session, backoff)
-
-    def _session_closed(self, session: InstanceSession) -> None:
-        if not self._running or session.closing:
-            return
-        if session.uuid not in self._found:
-            self._forget(session)
-            return
-        # QEMU closed our connection: try again at once (it may still listen).
-        self._connect_soon(session, 0.0)
+    def _channels_changed(self, kind: str, key: str, present: bool) -> None:
+        if kind == HEARTBEAT and not present:
+            self.counters["forgotten"] += 1
+        if self.messaging is not None and kind in (HEARTBEAT, MESSAGING):
+            self.messaging.changed(kind, key, present)
 
     # -- outputs of the sessions ----------------------------------------------------------
     def _output(self, session: InstanceSession, out: Any, now: float) -> None:
@@ -255,21 +234,75 @@ class ComputeAgent:
                        corrective_action=out.corrective_action, name=out.name,
                        at=self._clock.iso(now), **times)
         elif isinstance(out, hostsm.Fault):
-            self.counters["faults"] += 1
-            event = {"id": str(uuidlib.uuid4()), "instance_uuid": session.uuid,
-                     "host": self.host, "kind": out.kind,
-                     "corrective_action": out.corrective_action, "detail": out.detail,
-                     "detected_at": self._clock.iso(now), "detected_mono": now}
-            LOG.warning("instance %s: fault %s (%s)", session.uuid, out.kind, out.detail)
-            self.outbox.put(event)
+            if out.kind == CHANNEL_LOST:
+                self._explain(session.uuid, out, now)
+            else:
+                self._fault(session.uuid, out, now)
+            return  # observers see it as it goes out
         elif isinstance(out, hostsm.Violation):
             self.counters["violations"] += 1
+        self._notify(session.uuid, out, now)
+
+    def _notify(self, uuid: str, out: Any, now: float) -> None:
         for observer in self._observers:
             try:
-                observer(session.uuid, out, now)
+                observer(uuid, out, now)
             except Exception:
                 self.counters["observer_errors"] += 1
                 LOG.exception("observer failed")
+
+    def _fault(self, uuid: str, out: hostsm.Fault, now: float) -> str:
+        self.counters["faults"] += 1
+        event = {"id": str(uuidlib.uuid4()), "instance_uuid": uuid,
+                 "host": self.host, "kind": out.kind,
+                 "corrective_action": out.corrective_action, "detail": out.detail,
+                 "detected_at": self._clock.iso(now), "detected_mono": now}
+        LOG.warning("instance %s: fault %s (%s)", uuid, out.kind, out.detail)
+        self.outbox.put(event)
+        self._notify(uuid, out, now)
+        return event["id"]
+
+    def report_fault(self, uuid: str, kind: str, detail: str) -> str:
+        """A fault no heartbeat channel reported (for a source: a domain
+        crashed whose guest never registered or had already exited), with the
+        guest's registered corrective action, "none" if it never registered.
+        Returns the fault event's id."""
+        key = uuid.lower()
+        session = self.sessions.get(key)
+        reg = session.state.registration if session is not None else None
+        action = reg.corrective_action if reg is not None else "none"
+        return self._fault(key, hostsm.Fault(kind, action, detail), time.monotonic())
+
+    def _explain(self, uuid: str, out: hostsm.Fault, now: float) -> None:
+        task = asyncio.get_running_loop().create_task(self._explain_loss(uuid, out, now))
+        self._explaining.add(task)
+        task.add_done_callback(self._explaining.discard)
+
+    async def _explain_loss(self, uuid: str, out: hostsm.Fault, now: float) -> None:
+        """The heartbeat channel of an enabled guest closed: the source says
+        whether that is no fault, a crashed VM, or a lost channel."""
+        try:
+            verdict = await asyncio.wait_for(self.source.explain_loss(uuid), EXPLAIN_TIMEOUT_S)
+        except asyncio.CancelledError:
+            self._fault(uuid, out, now)  # stopping: the fault stands, to the outbox/spool
+            raise
+        except Exception as exc:
+            LOG.warning("instance %s: %s could not explain the channel loss (%s: %s)",
+                        uuid, self.source.name, type(exc).__name__, exc)
+            verdict = LossVerdict(CHANNEL_LOST)
+        kind = getattr(verdict, "kind", CHANNEL_LOST)
+        detail = getattr(verdict, "detail", "")
+        if kind is None:
+            self.counters["losses_explained"] += 1
+            LOG.info("instance %s: channel closed, no fault (%s: %s)", uuid,
+                     self.source.name, detail)
+            return
+        if kind == VM_CRASHED:
+            out = replace(out, kind=VM_CRASHED, detail=str(detail) or out.detail)
+        elif kind != CHANNEL_LOST:
+            LOG.warning("instance %s: %s gave an unknown verdict %r: channel_lost stands",
+                        uuid, self.source.name, kind)
+        self._fault(uuid, out, now)
 
     def _record(self, session: InstanceSession) -> dict[str, Any]:
         return {**session.record(), "at": self._clock.iso(time.monotonic())}
@@ -304,7 +337,7 @@ class ComputeAgent:
         self._cast("hello", host=self.host, agent_started_at=self.started_at,
                    instances=[self._record(s) for s in self.sessions.values()])
         if self.messaging is not None:  # where its messaging channels are, too
-            self.messaging._announce(force=True)
+            self.messaging.announce(force=True)
 
     # -- votes and notices ------------------------------------------------------------------
     def instance_action(self, request_id: str, reply_to: str, instance_uuid: str,
@@ -321,10 +354,7 @@ class ComputeAgent:
                                                "unknown", f"instance not on {self.host}"))
         else:
             fut = session.notify_action(str(event_type), str(notification_type), timeout_ms)
-        task = asyncio.get_running_loop().create_task(
-            self._reply_action(fut, request_id, reply_to, instance_uuid))
-        self._replies.add(task)
-        task.add_done_callback(self._replies.discard)
+        self._reply_soon(self._reply_action(fut, request_id, reply_to, instance_uuid))
 
     async def _reply_action(self, fut: asyncio.Future[hostsm.ActionResult], request_id: str,
                             reply_to: str, instance_uuid: str) -> None:
@@ -339,6 +369,89 @@ class ComputeAgent:
                 log_msg=out.log_msg)
         except Exception:
             LOG.exception("instance %s: action result not sent", instance_uuid)
+
+    # -- recovery (the controller's recovery sink asks; the source acts) -------------------
+    def recover(self, action_id: Any, reply_to: Any, instance_uuid: Any,
+                action: Any) -> dict[str, Any]:
+        """Carries out `action` (reset | destroy) on the instance through the
+        source, once per `action_id`: a repeat gets the first result. The
+        session is put on standby first, so the silence and the channel loss
+        the action causes are no fault. The result goes back to the
+        controller `reply_to` as `recovery_result`; never raises."""
+        error = _recover_error(action_id, reply_to, instance_uuid, action)
+        if error is not None:
+            self.counters["recoveries_refused"] += 1
+            LOG.warning("recovery %r refused: %s", action_id, error)
+            if _arg(action_id) and _arg(reply_to):  # the asker can match the answer
+                self._reply_soon(self._reply_recovery(
+                    None, (False, error, self._clock.iso(time.monotonic())), action_id,
+                    reply_to, instance_uuid if isinstance(instance_uuid, str) else ""))
+            return {"ok": False, "error": error}
+        rec = self._recoveries.get(action_id)
+        duplicate = rec is not None
+        if rec is None:
+            uuid = instance_uuid.lower()
+            task = asyncio.get_running_loop().create_task(self._carry_out(uuid, action))
+            rec = _Recovery(instance_uuid, action, task)
+            self._recoveries[action_id] = rec
+            while len(self._recoveries) > RECOVERIES_KEPT:
+                self._recoveries.popitem(last=False)
+            self.counters["recoveries"] += 1
+        else:
+            self.counters["recoveries_repeated"] += 1
+            if (rec.instance_uuid, rec.action) != (instance_uuid, action):
+                LOG.warning("recovery %s asked again for %s %s, first for %s %s: "
+                            "answered with the first", action_id, action, instance_uuid,
+                            rec.action, rec.instance_uuid)
+            else:
+                LOG.info("recovery %s asked again: answered with its first result", action_id)
+        self._reply_soon(self._reply_recovery(rec.task, None, action_id, reply_to,
+                                              rec.instance_uuid))
+        return {"ok": True, "duplicate": duplicate}
+
+    async def _carry_out(self, uuid: str, action: str) -> tuple[bool, str, str]:
+        session = self.sessions.get(uuid)
+        if session is not None:
+            session.standby(f"recovery: {action}")
+        LOG.warning("instance %s: recovery %s by %s", uuid, action, self.source.name)
+        try:
+            ok, detail = await asyncio.wait_for(self.source.recover(uuid, action),
+                                                RECOVER_TIMEOUT_S)
+            ok, detail = ok is True, str(detail)
+        except asyncio.TimeoutError:
+            ok, detail = False, f"{action} did not end within {RECOVER_TIMEOUT_S:.0f} s"
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the source's failure is the action's result
+            ok, detail = False, f"{type(exc).__name__}: {exc}"
+        (LOG.info if ok else LOG.warning)("instance %s: recovery %s %s: %s", uuid, action,
+                                          "done" if ok else "failed", detail)
+        return ok, detail, self._clock.iso(time.monotonic())
+
+    async def _reply_recovery(self, task: asyncio.Task[tuple[bool, str, str]] | None,
+                              result: tuple[bool, str, str] | None, action_id: str,
+                              reply_to: str, instance_uuid: str) -> None:
+        if task is not None:
+            try:
+                result = await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if not task.cancelled():
+                    raise
+                result = (False, "compute agent stopped during the action",
+                          self._clock.iso(time.monotonic()))
+        assert result is not None
+        ok, detail, done_at = result
+        try:
+            await self.bus.reply_controller(
+                reply_to, "recovery_result", action_id=action_id, host=self.host,
+                instance_uuid=instance_uuid, ok=ok, detail=detail, done_at=done_at)
+        except Exception:
+            LOG.exception("recovery %s: result not sent to %s", action_id, reply_to)
+
+    def _reply_soon(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._replies.add(task)
+        task.add_done_callback(self._replies.discard)
 
     def _cast(self, method: str, **kwargs: Any) -> None:
         self._casts.append((method, kwargs))
@@ -385,6 +498,9 @@ class ComputeAgent:
             "fault_attempts": self.outbox.attempts,
             "violations": self.counters["violations"],
             "state_changes": self.counters["state_changes"],
+            "source": self.source.name,
+            "losses_explained": self.counters["losses_explained"],
+            "recoveries": self.counters["recoveries"],
             **{f"session_{k}": v for k, v in totals.items()},
             "rtt_ms": [x for s in sessions for x in s.rtt_ms],
             "late_ms": [x for s in sessions for x in s.late_ms],
@@ -403,6 +519,34 @@ class ComputeAgent:
         for s in self.sessions.values():
             s.rtt_ms.clear()
             s.late_ms.clear()
+
+
+def _arg(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= MAX_ARG
+
+
+def _recover_error(action_id: Any, reply_to: Any, instance_uuid: Any,
+                   action: Any) -> str | None:
+    for name, value in (("action_id", action_id), ("reply_to", reply_to),
+                        ("instance_uuid", instance_uuid)):
+        if not _arg(value):
+            return f"{name} must be a non-empty string of at most {MAX_ARG}"
+    if action not in RECOVERY_ACTIONS:
+        return f"action must be one of {', '.join(RECOVERY_ACTIONS)}"
+    return None
+
+
+async def _settle(tasks: set[asyncio.Task[Any]], timeout: float) -> None:
+    """Lets `tasks` finish for up to `timeout` s, then cancels the rest."""
+    for task in list(tasks):
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout)
+        except (asyncio.TimeoutError, Exception):
+            task.cancel()
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
 
 
 def _raise_fd_limit() -> None:
@@ -434,6 +578,13 @@ class AgentEndpoint:
         self._agent.instance_action(request_id, reply_to, instance_uuid, event_type,
                                     notification_type, timeout_ms)
         return {"ok": True}
+
+    async def recover(self, action_id: Any, reply_to: Any, instance_uuid: Any,
+                      action: Any) -> dict[str, Any]:
+        """A recovery action (reset | destroy) for one instance, once per
+        action id; answered with `recovery_result` to the controller
+        `reply_to`."""
+        return self._agent.recover(action_id, reply_to, instance_uuid, action)
 
     async def sg_deliver(self, instances: Any, messages: Any) -> dict[str, Any]:
         if self._sg is None:

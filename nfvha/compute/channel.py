@@ -6,13 +6,16 @@ past ``write_high_water`` bytes, and never lets an exception leave a
 callback: a bug of ours costs one channel, never the agent.
 
 Subclasses parse bytes in ``_on_bytes``, react to ``_on_connected`` and
-``connection_lost``, and name themselves in ``label`` for the logs.
+``connection_lost`` (then call ``_closed()``: whoever made the channel, the
+pool, decides whether to reconnect), and name themselves in ``label`` for
+the logs.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from nfvha.compute.ratelimit import ReadThrottle
@@ -26,12 +29,16 @@ MIN_READ_CHARGE = 64  # a read costs at least this much budget (byte-at-a-time g
 class GuestChannel(asyncio.BufferedProtocol):
     label = "guest channel"
 
-    def __init__(self, read_size: int, byte_budget_per_s: int, write_high_water: int) -> None:
+    def __init__(self, read_size: int, byte_budget_per_s: int, write_high_water: int,
+                 on_closed: Callable[[GuestChannel], None] | None = None) -> None:
         self.transport: asyncio.Transport | None = None
         self.connecting = False
         self.closing = False  # stopping or forgotten: no more reports
+        self.withdrawn = False  # its source no longer offers it: forgotten once closed
         self.connect_failures = 0
         self.inode = 0
+        self.path = ""
+        self._on_closed = on_closed
         self._buffer = bytearray(read_size)
         self._write_high_water = write_high_water
         self._write_paused = False
@@ -85,6 +92,11 @@ class GuestChannel(asyncio.BufferedProtocol):
 
     def _on_bytes(self, data: bytes, now: float) -> None:
         raise NotImplementedError
+
+    def _closed(self) -> None:
+        """The connection went away (not by our close()): tell the pool."""
+        if self._on_closed is not None and not self.closing:
+            self._on_closed(self)
 
     def _write_raw(self, msg: dict[str, Any]) -> None:
         """One message to the guest, or dropped (and counted) if it does not read."""

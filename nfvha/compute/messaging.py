@@ -1,13 +1,14 @@
 """Server-group messaging channels of the instances on this compute host.
 
-- finds ``cgcs.messaging.<instance-name>.sock`` sockets (QEMU's chardev for
-  the guest's ``cgcs.messaging`` virtio-serial port) in the instances
-  directory, connects to each, reconnects, forgets sockets that disappear;
-- one ``MessagingSession`` per instance drives the sans-I/O host machine
-  ``nfvha.protocol.servergroup.session_step``: guest broadcasts and status
-  queries go to the controller with ``source_instance`` set here, from the
-  socket name — a guest can never choose or spoof it;
-- ``deliver(instances, messages)`` writes the controller's app-layer
+- one ``MessagingSession`` per instance (``cgcs.messaging.<instance-name>``:
+  QEMU's chardev for the guest's ``cgcs.messaging`` virtio-serial port;
+  made, connected and forgotten by the channel pool, compute/pool.py) drives
+  the sans-I/O host machine ``nfvha.protocol.servergroup.session_step``;
+- ``MessagingChannels`` relays guest broadcasts and status queries to the
+  controller with ``source_instance`` set here, from the channel's name — a
+  guest can never choose or spoof it; tells the controller where these
+  instances are (``sg_instances``) and which VM each is (``sg_links``);
+  ``deliver(instances, messages)`` writes the controller's app-layer
   messages (broadcasts, notifications, status answers) to local guests.
 
 The guest is untrusted: reads are bounded (READ_SIZE per loop turn, a byte
@@ -20,19 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
-from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
-from nfvha.compute import discovery, qemu_peer
+from nfvha.compute import qemu_peer
 from nfvha.compute.channel import GuestChannel
 from nfvha.compute.ratelimit import Every
 from nfvha.protocol import servergroup as sg
 from nfvha.protocol.framing import FrameError, LineDecoder
-
-if TYPE_CHECKING:
-    from nfvha.compute.agent import ComputeAgent
 
 LOG = logging.getLogger(__name__)
 
@@ -41,39 +39,52 @@ READ_SIZE = 8192
 BYTE_BUDGET_PER_S = 256 * 1024  # 40 full-size messages a second and then some
 WRITE_HIGH_WATER = 64 * 1024  # ~16 full-size messages waiting for a slow guest
 RESYNC_S = 30.0  # instance list re-sent so a restarted controller learns placement
+Cast = Callable[..., None]  # cast(method, **kwargs): queued, in order, to the controller
+
+
+@dataclass(eq=False)
+class MessagingHooks:
+    """Where messaging sessions report (given to each when it is made)."""
+
+    to_controller: Callable[[MessagingSession, sg.ToController], None]
+    to_heartbeat: Callable[[MessagingSession, dict[str, Any]], None]
+    vm_changed: Callable[[MessagingSession], None]  # QEMU names another VM uuid
 
 
 class MessagingSession(GuestChannel):
     """One instance's messaging channel; survives reconnections."""
 
-    def __init__(self, channels: MessagingChannels, name: str, path: str,
-                 config: sg.SessionConfig) -> None:
-        super().__init__(READ_SIZE, BYTE_BUDGET_PER_S, WRITE_HIGH_WATER)
+    def __init__(self, name: str, path: str, config: sg.SessionConfig, *,
+                 hooks: MessagingHooks,
+                 on_closed: Callable[[GuestChannel], None] | None = None) -> None:
+        super().__init__(READ_SIZE, BYTE_BUDGET_PER_S, WRITE_HIGH_WATER, on_closed)
         self.label = f"instance {name} messaging"
-        self.channels = channels
+        self.hooks = hooks
         self.name = name
         self.path = path
         self.state = sg.session(config)
         self.decoder = LineDecoder(sg.MAX_MSG)
         self._log_every = Every(1.0)
         self.counters.update(to_controller=0, delivered=0)
-        # the VM's uuid, from the QEMU at the other end (None: not known)
+        # the VM's uuid, from the QEMU at the other end, else from the source
+        # that offered the channel (None: not known)
         self.uuid: str | None = None
+        self.known_uuid: str | None = None
 
     # -- asyncio callbacks -------------------------------------------------------------
     def _on_connected(self) -> None:
         self.decoder = LineDecoder(sg.MAX_MSG)
         sock = self.transport.get_extra_info("socket") if self.transport else None
         uuid, _ = qemu_peer.vm_of(sock) if sock is not None else (None, None)
+        uuid = uuid or self.known_uuid
         if uuid != self.uuid:
             self.uuid = uuid
-            self.channels._announce()  # the links changed: it sends them
+            self.hooks.vm_changed(self)  # the links changed: they are sent
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         self._reads.cancel()
-        if not self.closing:
-            self.channels._closed(self)
+        self._closed()
 
     # -- input -------------------------------------------------------------------------
     def _on_bytes(self, data: bytes, now: float) -> None:
@@ -90,9 +101,9 @@ class MessagingSession(GuestChannel):
                 self._write_raw(out.msg)
             elif isinstance(out, sg.ToController):
                 self.counters["to_controller"] += 1
-                self.channels._to_controller(self, out)
+                self.hooks.to_controller(self, out)
             elif isinstance(out, sg.ToHeartbeat):
-                self.channels._to_heartbeat(self, out.msg)
+                self.hooks.to_heartbeat(self, out.msg)
             elif isinstance(out, sg.Violation):
                 self.counters["violations"] += 1
                 if self._log_every.due(now):
@@ -118,18 +129,28 @@ class MessagingSession(GuestChannel):
 
 
 class MessagingChannels:
-    """All messaging sessions of one compute agent (discovery, connections,
-    relaying to the controller and delivering from it)."""
+    """Server-group messaging of one compute agent: relaying the guests'
+    requests to the controller, delivering the controller's messages, and
+    telling it where the instances are. The sessions are the pool's
+    (``sessions``: messaging channels by name; ``heartbeat_sessions``: the
+    heartbeat sessions, which carry it too in single-port mode)."""
 
-    def __init__(self, agent: ComputeAgent, socket_pattern: str = DEFAULT_PATTERN,
-                 config: sg.SessionConfig | None = None) -> None:
-        self.agent = agent
-        self.pattern = re.compile(socket_pattern)
-        self.config = config or sg.SessionConfig(instance="")
-        self.sessions: dict[str, MessagingSession] = {}
-        self._found: dict[str, discovery.Found] = {}
-        self._connects: set[asyncio.Task[None]] = set()
+    def __init__(self, host: str, cast: Cast, *,
+                 sessions: Mapping[str, MessagingSession] | None = None,
+                 heartbeat_sessions: Mapping[str, Any] | None = None,
+                 single_port: bool = False) -> None:
+        self.host = host
+        self._cast = cast
+        self.sessions: Mapping[str, MessagingSession] = sessions if sessions is not None else {}
+        self.heartbeat_sessions: Mapping[str, Any] = \
+            heartbeat_sessions if heartbeat_sessions is not None else {}
+        self.single_port = single_port
+        self.hooks = MessagingHooks(to_controller=self._to_controller,
+                                    to_heartbeat=self._to_heartbeat,
+                                    vm_changed=lambda s: self.announce())
         self._running = False
+        self._task: asyncio.Task[None] | None = None
+        self._announce_soon: asyncio.Handle | None = None
         self._announced: tuple[str, ...] | None = None
         self._announced_at = 0.0
         self._links: dict[str, str] = {}
@@ -137,50 +158,53 @@ class MessagingChannels:
 
     def start(self) -> None:
         self._running = True
-        self.rescan()
-        for s in self.sessions.values():
-            self._connect_soon(s, 0.0)
+        self.announce()
+        self._task = asyncio.get_running_loop().create_task(self._resend_loop(),
+                                                            name="compute-sg-announce")
 
     async def stop(self) -> None:
         self._running = False
-        tasks = list(self._connects)
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
+        if self._announce_soon is not None:
+            self._announce_soon.cancel()
+            self._announce_soon = None
+        if self._task is not None:
+            self._task.cancel()
             try:
-                await t
+                await self._task
             except (asyncio.CancelledError, Exception):
                 pass
-        for s in self.sessions.values():
-            s.close()
+            self._task = None
 
-    # -- discovery ---------------------------------------------------------------------
-    def rescan(self) -> None:
-        found = discovery.scan(self.agent.instances_dir, self.pattern, self._found,
-                               key_group="name", lower=False)
-        for name, item in found.items():
-            s = self.sessions.get(name)
-            if s is None:
-                s = MessagingSession(self, name, item.path, replace(self.config, instance=name))
-                s.inode = item.inode
-                self.sessions[name] = s
-                LOG.info("instance %s: messaging channel %s found", name, item.path)
-                if self._running:
-                    self._connect_soon(s, 0.0)
-            elif s.inode != item.inode or s.path != item.path:
-                s.inode, s.path, s.connect_failures = item.inode, item.path, 0
-                if s.transport is None and self._running:
-                    self._connect_soon(s, 0.0)
-        for name in set(self.sessions) - set(found):
-            s = self.sessions[name]
-            if s.transport is None and not s.connecting:
-                self._forget(s)
-        self._found = found
-        self._announce()
+    # -- placement ---------------------------------------------------------------------
+    def changed(self, kind: str, key: str, present: bool) -> None:
+        """The pool made or forgot a channel: the placement is announced
+        (once for a burst of changes, e.g. a thousand sockets found)."""
+        if kind == "messaging" and not present:
+            self.counters["forgotten"] += 1
+        if kind == "heartbeat" and not self.single_port:
+            return
+        if self._running and self._announce_soon is None:
+            self._announce_soon = asyncio.get_running_loop().call_soon(self._announce_now)
 
-    def _announce(self, force: bool = False) -> None:
-        # Tells the controller where these instances are (it routes by host)
-        # and, where QEMU told us, which VM (uuid) each channel's name is.
+    def _announce_now(self) -> None:
+        self._announce_soon = None
+        self.announce()
+
+    async def _resend_loop(self) -> None:
+        # a controller that missed the placement (restarted) gets it again
+        while True:
+            await asyncio.sleep(min(1.0, RESYNC_S))
+            try:
+                self.announce()
+            except Exception:
+                LOG.exception("server-group placement not announced")
+
+    def announce(self, force: bool = False) -> None:
+        """Tells the controller where these instances are (it routes by host)
+        and, where QEMU told us, which VM (uuid) each channel's name is; only
+        when that changed, `RESYNC_S` passed, or `force`."""
+        if not self._running and not force:
+            return
         names = tuple(sorted(set(self.sessions) | set(self._single_port_sessions())))
         links = {s.name: s.uuid for s in self.sessions.values()
                  if s.uuid is not None and s.uuid != s.name}
@@ -191,54 +215,18 @@ class MessagingChannels:
         if not names and self._announced is None:
             return  # nothing to say (and nothing said yet)
         self._announced, self._links, self._announced_at = names, links, now
-        self.agent._cast("sg_instances", host=self.agent.host, instances=list(names))
+        self._cast("sg_instances", host=self.host, instances=list(names))
         if links:  # with every placement: a controller that missed them gets them
-            self.agent._cast("sg_links", host=self.agent.host, links=links)
+            self._cast("sg_links", host=self.host, links=links)
+
+    _announce = announce  # the older name
 
     def _single_port_sessions(self) -> dict[str, Any]:
         # OPNFV single-port: heartbeat sessions carry server-group traffic too
-        if not self.agent.single_port:
+        if not self.single_port:
             return {}
-        return {u: s for u, s in self.agent.sessions.items() if s.sg_state is not None}
-
-    def _forget(self, s: MessagingSession) -> None:
-        LOG.info("instance %s: messaging channel %s gone", s.name, s.path)
-        s.close()
-        self.sessions.pop(s.name, None)
-        self.counters["forgotten"] += 1
-
-    def _connect_soon(self, s: MessagingSession, delay: float) -> None:
-        if s.connecting or s.transport is not None or s.closing:
-            return
-        s.connecting = True
-        task = asyncio.get_running_loop().create_task(self._connect(s, delay))
-        self._connects.add(task)
-        task.add_done_callback(self._connects.discard)
-
-    async def _connect(self, s: MessagingSession, delay: float) -> None:
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if s.closing or not self._running:
-            s.connecting = False
-            return
-        try:
-            await asyncio.get_running_loop().create_unix_connection(lambda: s, s.path)
-        except OSError:
-            s.connecting = False
-            s.connect_failures += 1
-            if s.name not in self._found:
-                self._forget(s)
-                return
-            self._connect_soon(s, min(self.agent.reconnect_max_s,
-                                      0.05 * 2 ** min(s.connect_failures, 10)))
-
-    def _closed(self, s: MessagingSession) -> None:
-        if not self._running or s.closing:
-            return
-        if s.name not in self._found:
-            self._forget(s)
-            return
-        self._connect_soon(s, 0.0)
+        return {u: s for u, s in self.heartbeat_sessions.items()
+                if getattr(s, "sg_state", None) is not None}
 
     # -- relaying ----------------------------------------------------------------------
     def _to_controller(self, s: MessagingSession, out: sg.ToController) -> None:
@@ -249,9 +237,9 @@ class MessagingChannels:
         # The stamp is ours: the channel's name, whatever the guest wrote.
         payload = dict(out.payload, source_instance=name)
         if out.kind == sg.BROADCAST:
-            self.agent._cast("sg_broadcast", host=self.agent.host, **payload)
+            self._cast("sg_broadcast", host=self.host, **payload)
         elif out.kind == sg.STATUS_QUERY:
-            self.agent._cast("sg_status_query", host=self.agent.host, **payload)
+            self._cast("sg_status_query", host=self.host, **payload)
 
     def _to_heartbeat(self, s: MessagingSession, msg: dict[str, Any]) -> None:
         # Single-port mode is served by the heartbeat session on cgcs.heartbeat;
@@ -297,7 +285,7 @@ class ComputeEndpoint:
         agent delivers only its own host's part."""
         if not isinstance(targets, dict):
             return {"ok": False, "error": "targets must be a mapping"}
-        mine = targets.get(self._channels.agent.host)
+        mine = targets.get(self._channels.host)
         if mine is None:
             return {"ok": True, "delivered": 0, "dropped": 0}
         return await self.sg_deliver(mine, messages)

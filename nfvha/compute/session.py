@@ -3,7 +3,8 @@
 Rules that bind this file:
 - All protocol decisions are made by ``nfvha.protocol.host.step``; this
   class only moves bytes, keeps one timer on the machine's deadline, and
-  hands the outputs on (to the agent: bus, outbox, observers).
+  hands the outputs on through the ``HeartbeatHooks`` it was made with (the
+  agent's wiring: bus, outbox, observers); it knows no agent.
 - The guest is untrusted and must not cost its neighbours anything that
   shows: reads are at most READ_SIZE bytes (a bounded amount of parsing per
   loop turn), a byte budget pauses reading when exceeded, decoded messages
@@ -12,12 +13,12 @@ Rules that bind this file:
   buffer, and no exception ever leaves a callback.
 - An asyncio (buffered) Protocol, not streams: no task per guest, so a
   thousand sessions fit in one loop on one core.
-- OPNFV single-port mode (``agent.single_port``): every frame is a base
+- OPNFV single-port mode (made with ``single_port``): every frame is a base
   layer v2 envelope; the server-group session machine splits them by
   ``dest_addr`` — ``cgcs.heartbeat`` to the heartbeat machine (whose
   messages go out wrapped the same way), ``cgcs.server_grp`` to the
-  controller like a messaging channel's, with ``source_instance`` = this
-  instance's uuid.
+  controller like a messaging channel's (``hooks.relay``), with
+  ``source_instance`` = this instance's uuid.
 """
 from __future__ import annotations
 
@@ -26,8 +27,9 @@ import logging
 import os
 import random
 import time
-from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
 
 from nfvha.compute.channel import GuestChannel
 from nfvha.compute.ratelimit import Every, TokenBucket
@@ -37,9 +39,6 @@ from nfvha.protocol import host
 from nfvha.protocol import servergroup as sg
 from nfvha.protocol.framing import FrameError, LineDecoder
 
-if TYPE_CHECKING:
-    from nfvha.compute.agent import ComputeAgent
-
 LOG = logging.getLogger(__name__)
 
 READ_SIZE = 4096  # bytes per read: bounds the parsing one guest causes per loop turn
@@ -48,23 +47,42 @@ WRITE_HIGH_WATER = 16 * 1024  # a guest that does not read gets no more than thi
 SAMPLES = 1024  # round-trip samples kept per session (~100 s at 100 ms)
 
 
+def _drop(*args: Any) -> None:
+    pass
+
+
+@dataclass(eq=False)
+class HeartbeatHooks:
+    """Where heartbeat sessions report; one object shared by all of them, so
+    `observed` can be switched on for every session at once."""
+
+    # every output but Send and RoundTrip (those too when `observed`):
+    # on_output(session, output, mono)
+    on_output: Callable[[InstanceSession, Any, float], None] = _drop
+    # single-port: a guest's server-group request, relay(instance, ToController)
+    relay: Callable[[str, sg.ToController], None] | None = None
+    observed: bool = False  # someone watches every output (the hot path skips on_output)
+
+
 class InstanceSession(GuestChannel):
     """The protocol object of one instance; reused across reconnections, so
     the machine state (and its registration) survives a channel flap."""
 
-    def __init__(self, agent: ComputeAgent, instance_uuid: str, path: str,
-                 config: host.HostConfig, rate_limit_per_s: int) -> None:
-        super().__init__(READ_SIZE, BYTE_BUDGET_PER_S, WRITE_HIGH_WATER)
+    def __init__(self, instance_uuid: str, path: str, config: host.HostConfig,
+                 rate_limit_per_s: int, *, hooks: HeartbeatHooks | None = None,
+                 on_closed: Callable[[GuestChannel], None] | None = None,
+                 single_port: sg.SessionConfig | None = None) -> None:
+        super().__init__(READ_SIZE, BYTE_BUDGET_PER_S, WRITE_HIGH_WATER, on_closed)
         self.label = f"instance {instance_uuid}"
-        self.agent = agent
+        self.hooks = hooks or HeartbeatHooks()
         self.uuid = instance_uuid
         self.path = path
         now = time.monotonic()
         self.state = host.initial(config, nonce_seed=int.from_bytes(os.urandom(8), "big"))
         # single-port: the server-group machine sees every frame first
         self.sg_state: sg.SessionState | None = None
-        if getattr(agent, "single_port", False):
-            self.sg_state = sg.session(replace(agent.messaging_config, instance=instance_uuid))
+        if single_port is not None:
+            self.sg_state = sg.session(replace(single_port, instance=instance_uuid))
         self._max_msg = hb.MAX_MSG if self.sg_state is None else sg.MAX_MSG
         self.decoder = LineDecoder(self._max_msg)
         self._timer: asyncio.TimerHandle | None = None
@@ -100,7 +118,7 @@ class InstanceSession(GuestChannel):
             self._step(host.Disconnected(), now)
         except Exception:
             self._internal_error("disconnect")
-        self.agent._session_closed(self)
+        self._closed()
 
     # -- input -----------------------------------------------------------------------
     def _on_bytes(self, data: bytes, now: float) -> None:
@@ -143,9 +161,8 @@ class InstanceSession(GuestChannel):
             elif isinstance(out, sg.Send):
                 self._write_raw(out.msg)
             elif isinstance(out, sg.ToController):
-                messaging = getattr(self.agent, "messaging", None)
-                if messaging is not None:
-                    messaging.relay(self.uuid, out)
+                if self.hooks.relay is not None:
+                    self.hooks.relay(self.uuid, out)
             elif isinstance(out, sg.Violation):
                 self.counters["violations"] += 1
                 self._log_violation(out.reason, now)
@@ -173,7 +190,8 @@ class InstanceSession(GuestChannel):
         # answered (Tick(early=True)), so no interval grows and a hang right
         # after registering is still declared within 3 intervals.
         spread = before in (host.WAITING, host.DISABLED) and self.state.phase == host.ENABLED
-        observed = bool(self.agent._observers)
+        on_output = self.hooks.on_output
+        observed = self.hooks.observed
         for out in outputs:
             kind = type(out)
             if kind is host.Send:
@@ -188,10 +206,10 @@ class InstanceSession(GuestChannel):
                     self.counters["faults"] += 1
                 elif kind is host.ActionResult:
                     self._action_result(out)
-                self.agent._output(self, out, now)
+                on_output(self, out, now)
                 continue
-            if observed:  # the hot path (challenges, answers) skips the agent unless watched
-                self.agent._output(self, out, now)
+            if observed:  # the hot path (challenges, answers) skips the hooks unless watched
+                on_output(self, out, now)
         self._arm(deadline, spread)
 
     def _arm(self, deadline: float | None, spread: bool = False) -> None:
@@ -279,6 +297,14 @@ class InstanceSession(GuestChannel):
             fut.set_result(host.ActionResult(
                 action.event_type if action else "", action.notification_type if action else "",
                 "unknown", why))
+
+    def standby(self, reason: str) -> None:
+        """The host acts on the VM or knows why it goes (host.Standby): its
+        silence and the channel loss that follow are no fault."""
+        try:
+            self._step(host.Standby(reason), time.monotonic())
+        except Exception:
+            self._internal_error("standing by")
 
     def close(self) -> None:
         """Stop without reporting anything (agent stopping or instance gone)."""
