@@ -176,11 +176,20 @@ async def start_stack(conf: cfg.ConfigOpts, *, controller: bool, compute: bool,
     await stack.bus.start()
     try:
         if controller:
+            from nfvha.controller.recovery import wiring as recovery
             from nfvha.controller.service import Controller
 
+            sinks = reporters if reporters is not None else build_reporters(conf)
+            try:
+                recovery.check_mode(conf.recovery.mode, [r.name for r in sinks])
+                recovery_sink = recovery.build_sink(conf, stack.bus)
+            except ValueError as exc:
+                raise SystemExit(f"nfvha: {exc}") from None
+            if recovery_sink is not None:
+                sinks = [*sinks, recovery_sink]
             stack.controller = Controller(
                 db_url=db_url or conf.database.connection,
-                reporters=reporters if reporters is not None else build_reporters(conf),
+                reporters=sinks,
                 bus=stack.bus, retry_base_s=conf.reporters.retry_base_s,
                 retry_max_s=conf.reporters.retry_max_s,
                 controller_id=conf.controller_id or conf.host,
@@ -188,6 +197,8 @@ async def start_stack(conf: cfg.ConfigOpts, *, controller: bool, compute: bool,
                 planned_grace_s=conf.heartbeat.planned_grace_ms / 1000,
                 planned_linger_s=conf.heartbeat.planned_linger_s,
                 server_groups=load_groups_file(conf.servergroup.groups_file))
+            if recovery_sink is not None:
+                recovery.attach(recovery_sink, stack.controller)
             await stack.controller.start()
             await stack.bus.serve_controller(stack.controller)
             await stack.controller.ask_computes_to_resync()

@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
 from nfvha.controller.dashboard import dashboard_router
+from nfvha.controller.recovery_api import RecoveryAction, recovery_router
 from nfvha.controller.service import Controller
 from nfvha.protocol.heartbeat import EVENT_TYPES
 
@@ -68,12 +69,16 @@ class Event(BaseModel):
     id: str
     instance_uuid: str
     host: str
-    kind: str = Field(description="heartbeat_loss | unhealthy | channel_lost | ...")
+    kind: str = Field(description="heartbeat_loss | unhealthy | channel_lost | ... | "
+                      "recovery_exhausted (made by the controller)")
     corrective_action: str
     detail: str
     detected_at: str
     received_at: str
     deliveries: list[Delivery]
+    action: Optional[RecoveryAction] = Field(
+        None, description="what the recovery sink did about it ([recovery] mode libvirt or "
+        "nova); null: no recovery sink handled it (yet)")
 
 
 class ActionRequest(BaseModel):
@@ -165,6 +170,7 @@ def make_app(controller: Controller) -> FastAPI:
                   description="Guest heartbeat state and fault events of nfvha.")
     app.state.controller = controller
     app.include_router(v1_router(controller))
+    app.include_router(recovery_router(controller))
     service = getattr(controller, "servergroups", None)
     if service is not None:
         from nfvha.controller.servergroup_api import servergroups_router

@@ -8,6 +8,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from nfvha.protocol.host import FAULT_KINDS
 
+RECOVERY_BUCKETS = (5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0)
+RECOVERY_STATUSES = ("issued", "succeeded", "failed", "skipped")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                    5.0, 10.0, 30.0, 60.0, 300.0)
 
@@ -50,6 +52,19 @@ class ControllerMetrics:
         self.compute_silences = Counter("nfvha_compute_silences",
                                         "Times a compute agent went silent", ["host"],
                                         registry=r)
+        # Recovery (controller/recovery/): the sink labels its mode's series
+        # when it is bound (recovery_mode), before the controller starts
+        self.recovery_actions = Counter(
+            "nfvha_recovery_actions", "Recovery actions by mode, action (reset, destroy, "
+            "nova_reboot, nova_stop; none when the fault needed none) and status reached "
+            "(issued, succeeded: the guest heartbeats again, failed, skipped)",
+            ["mode", "action", "status"], registry=r)
+        self.recovery_seconds = Histogram(
+            "nfvha_recovery_seconds", "Fault detected → the guest heartbeats again after "
+            "the action (both on the compute's clock)", buckets=RECOVERY_BUCKETS, registry=r)
+        self.recovery_exhausted = Counter(
+            "nfvha_recovery_exhausted", "Instances whose recovery was exhausted "
+            "([recovery] max_actions within window_s): no action until re-armed", registry=r)
         # Every series we know of exists from the start, at 0: Prometheus's
         # increase() cannot see a counter's first step when its series
         # appears already at 1, so an alert on the first fault a sink
@@ -63,6 +78,11 @@ class ControllerMetrics:
                 metric.labels(sink)
             for final in ("true", "false"):
                 self.failures.labels(sink, final)
+
+    def recovery_mode(self, mode: str, actions: Iterable[str]) -> None:
+        for action in (*actions, "none"):
+            for status in RECOVERY_STATUSES:
+                self.recovery_actions.labels(mode, action, status)
 
     def forget_host(self, host: str) -> None:
         for metric in (self.compute_up, self.compute_last_seen, self.compute_silences):

@@ -17,7 +17,7 @@ import time
 import uuid as uuidlib
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Iterable, Optional, TypeVar
 
 from nfvha.bus.inventory import inventory_digest
 from nfvha.controller import nova_notifications, validate
@@ -59,7 +59,8 @@ class Controller:
     # (nfvha/bus/endpoint.py); the rest (stop, REST queries, ...) they may not
     BUS_METHODS = frozenset({
         "hello", "sync", "alive", "host_retired", "instance_state", "fault",
-        "action_result", "sg_instances", "sg_links", "sg_broadcast", "sg_status_query"})
+        "action_result", "recovery_result", "sg_instances", "sg_links", "sg_broadcast",
+        "sg_status_query"})
 
     def __init__(self, db_url: str = "sqlite:///nfvha.sqlite",
                  reporters: Optional[list[Reporter]] = None, bus: Any = None,
@@ -131,6 +132,10 @@ class Controller:
             for host in await self._db(self.store.hosts_with_instances):
                 self.hosts.expect(host, now, wall)
             self._hosts_task = asyncio.create_task(self._hosts_loop(), name="nfvha-hosts")
+        for rep in self.reporters.values():
+            started = getattr(rep, "controller_started", None)  # the recovery sink's sweep
+            if started is not None:
+                await started()
         self.started = True
         tune_gc()  # bench/servergroup_latency.py: single deliveries of 90-110 ms gone
         # The caller serves us on the bus (bus.serve_controller(controller)) once
@@ -239,6 +244,9 @@ class Controller:
                 self.store.upsert_instance(r)
 
         await self._db(apply)
+        for r in records:
+            if r["state"] == "enabled":  # a resync may be the first word of it
+                await self._recovered(r)
         for r in records:
             await self.servergroups.on_heartbeat(host, r["uuid"], r["state"], r.get("at"),
                                                  r.get("health"))
@@ -400,10 +408,49 @@ class Controller:
         applied = await self._db(self.store.upsert_instance, rec)
         if rec["state"] == "enabled":
             self.planned.running(rec["uuid"])
+            await self._recovered(rec)
         if applied:  # peers in its server groups hear of the change
             await self.servergroups.on_heartbeat(host, rec["uuid"], rec["state"], at,
                                                  rec.get("health"))
         return {"ok": True, "applied": applied}
+
+    # --- recovery (controller/recovery/sink.py): the sink named "recovery" -------------
+    async def _recovered(self, rec: dict[str, Any]) -> None:
+        """An instance heartbeats again: the recovery sink closes its action."""
+        hook = getattr(self.reporters.get("recovery"), "instance_enabled", None)
+        if hook is not None:
+            try:
+                await hook(rec["uuid"], rec.get("at"), rec.get("health"))
+            except Exception:  # bookkeeping: the state itself is stored
+                LOG.exception("recovery bookkeeping for %s failed", rec["uuid"])
+
+    async def recovery_result(self, **kwargs: Any) -> dict[str, Any]:
+        """A compute's answer to ``recover`` (a cast back to us)."""
+        hook = getattr(self.reporters.get("recovery"), "recovery_result", None)
+        if hook is None:
+            self.metrics.invalid.labels("recovery_result").inc()
+            return {"ok": False, "error": "this controller has no recovery sink"}
+        return await hook(**kwargs)
+
+    async def emit(self, event: dict[str, Any], skip_sinks: Iterable[str] = ()
+                   ) -> dict[str, Any]:
+        """An event the controller makes itself (recovery_exhausted): stored
+        and delivered like a fault, to every sink but ``skip_sinks``.
+        Idempotent by id."""
+        assert self.store is not None
+        ev = validate.fault_event(event)
+        sinks = [s for s in self.reporters if s not in set(skip_sinks)]
+        stored, created = await self._db(
+            self.store.record_fault, ev, sinks, None, self.controller_id,
+            utcnow() + timedelta(seconds=self.lease_s))
+        if not created:
+            return {"ok": True, "id": stored["id"], "duplicate": True}
+        self.metrics.faults.labels(stored["kind"]).inc()
+        self._notify({"type": "fault", "event": stored})
+        received_mono = time.monotonic()
+        for sink in sinks:
+            self._spawn(stored, sink, 0, received_mono)
+        return {"ok": True, "id": stored["id"]}
 
     # --- bus endpoint: server-group messaging (servergroup_service.py) --------
     async def sg_instances(self, host: Any, instances: Any) -> dict[str, Any]:
@@ -515,12 +562,15 @@ class Controller:
             return
         public = {k: ev[k] for k in _EVENT_KEYS}
         failures = attempts
+        # a sink whose attempt may take longer (the recovery sink waits,
+        # gives notice, then acts) says so
+        timeout_s = getattr(reporter, "attempt_timeout_s", None) or self.attempt_timeout_s
         while True:
             self.metrics.attempts.labels(sink).inc()
             try:
                 # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a
                 # cancel that races with the reporter finishing, and stop() hangs
-                async with asyncio.timeout(self.attempt_timeout_s):
+                async with asyncio.timeout(timeout_s):
                     note = await reporter.deliver(dict(public))
             except Reject as exc:
                 self.metrics.failures.labels(sink, "true").inc()
@@ -532,7 +582,7 @@ class Controller:
                 return
             except Exception as exc:  # Retry, timeout, or a bug in the reporter
                 reason = exc.reason if isinstance(exc, Retry) else (
-                    f"timeout after {self.attempt_timeout_s}s"
+                    f"timeout after {timeout_s}s"
                     if isinstance(exc, asyncio.TimeoutError) else f"{type(exc).__name__}: {exc}")
                 if not isinstance(exc, (Retry, asyncio.TimeoutError)):
                     LOG.exception("reporter %s failed unexpectedly", sink)

@@ -5,6 +5,13 @@ Follows its published API (Compute API reference, "Reset Server State
 ``POST /v2.1/servers/{server_id}/action`` with ``{"os-resetState":
 {"state": "error"|"active"}}`` answers 202 with an empty body, 404 for an
 unknown server (when a server list is given), 400 for a bad body.
+The same action URL takes ``{"reboot": {"type": "HARD"|"SOFT"}}`` ("Reboot
+Server (reboot Action)") and ``{"os-stop": null}`` ("Stop Server (os-stop
+Action)"): 202 with an empty body; 409 ``conflictingRequest`` while a task
+is in progress (``conflict_next(n)`` makes the next n such calls answer
+it); 404 ``itemNotFound`` for an unknown server; 400 ``badRequest`` for a
+bad body. Each accepted one is kept in ``actions`` as (server, action,
+type).
 ``GET /v2.1/servers/{server_id}`` ("Show Server Details") answers
 ``{"server": {"id", "name", "status", "tenant_id", "user_id", ...}}`` with
 the project given in ``projects`` (the Aodh sink looks it up).  ``GET /``
@@ -37,7 +44,14 @@ class NovaStandin(Standin):
         self.projects = projects or {}
         self.shown = 0
         self.states: dict[str, str] = {}
+        # accepted reboot / os-stop calls: (server id, "reboot" | "os-stop", type or None)
+        self.actions: list[tuple[str, str, Optional[str]]] = []
+        self._conflicts = 0
         super().__init__()
+
+    def conflict_next(self, n: int) -> None:
+        """The next ``n`` reboot/os-stop calls find a task in progress (409)."""
+        self._conflicts = n
 
     def _routes(self) -> None:
         app = self.app
@@ -76,6 +90,9 @@ class NovaStandin(Standin):
                 return JSONResponse({"itemNotFound": {
                     "code": 404, "message": f"Instance {server_id} could not be found."}}, 404)
             body = rec.body
+            if isinstance(body, dict) and len(body) == 1 and \
+                    next(iter(body)) in ("reboot", "os-stop"):
+                return self._power_action(server_id, rec)
             reset = body.get("os-resetState") if isinstance(body, dict) else None
             if not isinstance(reset, dict) or reset.get("state") not in ("error", "active"):
                 return JSONResponse({"badRequest": {
@@ -84,3 +101,24 @@ class NovaStandin(Standin):
             self.states[server_id] = reset["state"]
             self._accept(rec)
             return Response(status_code=202)
+
+    def _power_action(self, server_id: str, rec: Any) -> Response:
+        """reboot / os-stop, checked as Nova's schema does."""
+        (name, arg), = rec.body.items()
+        kind: Optional[str] = None
+        if name == "reboot":
+            kind = arg.get("type") if isinstance(arg, dict) and len(arg) == 1 else None
+            if kind not in ("HARD", "SOFT"):
+                return JSONResponse({"badRequest": {
+                    "code": 400, "message": "Invalid input for field/attribute reboot."}}, 400)
+        elif arg is not None:
+            return JSONResponse({"badRequest": {
+                "code": 400, "message": "Invalid input for field/attribute os-stop."}}, 400)
+        if self._conflicts > 0:
+            self._conflicts -= 1
+            return JSONResponse({"conflictingRequest": {
+                "code": 409, "message": f"Cannot '{name}' instance {server_id} while it is "
+                                        "in task_state rebooting_hard"}}, 409)
+        self.actions.append((server_id, name, kind))
+        self._accept(rec)
+        return Response(status_code=202)

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 PAUSED, EXHAUSTED, EXHAUST, WAIT, ACT = "paused", "exhausted", "exhaust", "wait", "act"
+# How an "exhaust" decision's reason begins (the sink recognises a resumed one by it)
+EXHAUST_REASON = "recovery exhausted now: "
 
 
 @dataclass(frozen=True)
@@ -44,8 +46,9 @@ def decide(policy: Policy, history: History, now: float) -> Decision:
     recent = in_window(policy, history.action_times, now)
     if len(recent) >= policy.max_actions:
         # checked before the uptime: waiting would end in the same answer
-        return Decision(EXHAUST, reason=f"{len(recent)} actions within {policy.window_s:g} s "
-                                        f"(max_actions {policy.max_actions})")
+        return Decision(EXHAUST, reason=f"{EXHAUST_REASON}{len(recent)} actions within "
+                                        f"{policy.window_s:g} s (max_actions "
+                                        f"{policy.max_actions})")
     if recent:
         # min(): an action stamped in the future (clock stepped back) must
         # not hold recovery off for longer than min_uptime_s from now

@@ -8,7 +8,9 @@ STOPPED_FAILED, so Masakari's instance-failure flow (stop, start, confirm
 active) recovers it.  ``hostname`` is the compute host.  400 (bad) and 409
 (Masakari already processes the same notification) are final.  Masakari
 has no field for our event id; its 409 duplicate check is the idempotence.
-Events whose corrective action is none/log are skipped, not sent.
+Events whose corrective action is none/log are skipped, not sent; so is
+``stop``: Masakari's instance-failure flow would restart the VM, the
+opposite of what the guest asked for.
 """
 from __future__ import annotations
 
@@ -40,6 +42,8 @@ class MasakariReporter(SdkSink):
         skip = recovery_skip_note(event)
         if skip:
             return skip
+        if event.get("corrective_action") == "stop":
+            return "skipped: corrective_action stop (Masakari would restart the VM)"
         attrs = self.notification(event)
         created = await self._call(lambda c: c.instance_ha.create_notification(**attrs))
         uuid = getattr(created, "notification_uuid", None)
