@@ -38,3 +38,10 @@ guest-zipapp: setup
 
 clean:
 	rm -rf $(VENV) .system-deps build dist *.egg-info
+
+# The guest image for QEMU/libvirt VMs (nfvha/demo/guest_image.py): builds or
+# finds it in the cache and prints kernel, initrd and a kernel command line.
+# GUEST_IMAGE_ARGS=--install also copies them to /var/lib/nfvha/images/.
+.PHONY: guest-image
+guest-image: setup
+	$(PY) -m nfvha.demo.guest_image $(GUEST_IMAGE_ARGS)
