@@ -194,7 +194,9 @@ class QemuVM:
             append = f"console=ttyS0 quiet panic={self.kernel_panic}"
         else:
             initrd = vm.initrd  # shared, as by every libvirt domain
-            append = b.kernel_cmdline(interval_ms=self.interval_ms, hostname=self.hostname,
+            # No nfvha.hostname: /init names the guest after its SMBIOS uuid (-uuid),
+            # vm-<first 8>, which is self.hostname.
+            append = b.kernel_cmdline(interval_ms=self.interval_ms,
                                       corrective_action=self.corrective_action,
                                       wait_ports=ports, panic=self.kernel_panic)
         cmd = [
