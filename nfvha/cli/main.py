@@ -56,6 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--api", default="127.0.0.1:8780", metavar="HOST:PORT")
         p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("recovery", help="show, pause, resume or re-arm an instance's "
+                       "recovery (from the REST API)")
+    p.add_argument("op", choices=["show", "pause", "resume", "rearm"],
+                   help="pause/resume: its faults get no action meanwhile; rearm: clear "
+                        "the exhausted mark and the counted actions")
+    p.add_argument("uuid", metavar="UUID", help="the instance")
+    p.add_argument("--api", default="127.0.0.1:8780", metavar="HOST:PORT")
+    p.add_argument("--reason", metavar="TEXT", help="why (pause), shown with skipped faults")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("bench", help="run the benchmarks (same as make bench)")
     p.add_argument("args", nargs=argparse.REMAINDER)
 
@@ -87,6 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if cmd in ("status", "events"):
         from nfvha.cli.show import show
         return show(cmd, args.api, args.json)
+    if cmd == "recovery":
+        from nfvha.cli.recovery import recovery
+        return recovery(args.op, args.uuid, args.api, args.reason, args.json)
     if cmd == "bench":
         from nfvha.cli.bench import run_bench
         return run_bench(args.args)

@@ -33,9 +33,20 @@ def show(what: str, api: str, as_json: bool) -> int:
                   f"{it.get('host_state', '?')!s:7} {hb.get('state')!s:9} "
                   f"{hb.get('health')!s:9} {hb.get('interval_ms')} ms")
     else:
-        print(f"{'detected_at':27} {'instance':36} {'kind':15} deliveries")
+        print(f"{'detected_at':27} {'instance':36} {'kind':18} {'action':28} deliveries")
         for ev in items:
             dl = ", ".join(f"{d['sink']}:{d['status']}/{d['attempts']}"
                            for d in ev.get("deliveries", []))
-            print(f"{ev['detected_at']:27} {ev['instance_uuid']:36} {ev['kind']:15} {dl}")
+            print(f"{ev['detected_at']:27} {ev['instance_uuid']:36} {ev['kind']:18} "
+                  f"{_action(ev.get('action')):28} {dl}")
     return 0
+
+
+def _action(act: dict | None) -> str:
+    """The recovery action of an event: status, action, recovery time."""
+    if not act:
+        return "-"
+    text = f"{act.get('status')} {act.get('action') or ''}".strip()
+    if act.get("recovery_ms") is not None:
+        text += f" {act['recovery_ms']} ms"
+    return text
