@@ -97,11 +97,22 @@ function deliveries(ds) {
   return cell;
 }
 
+// What the recovery sink did: status, action, time until the heartbeat was
+// back; the reason (partly guest or Nova text) only as a tooltip
+function recovery(a) {
+  if (!a) return el("td", null, "—");
+  return el("td", {title: a.reason || "", data: {action: a.status}}, badge(a.status),
+    a.action ? " " + a.action : "",
+    a.recovery_ms === null || a.recovery_ms === undefined ? "" :
+      " " + (a.recovery_ms / 1000).toFixed(1) + " s");
+}
+
 function eventRow(e) {
   return el("tr", {data: {event: e.id}},
     el("td", null, when(e.detected_at)), el("td", null, badge(e.kind)),
     el("td", {cls: "mono"}, e.instance_uuid), el("td", null, e.host),
-    el("td", null, e.corrective_action), el("td", null, e.detail), deliveries(e.deliveries));
+    el("td", null, e.corrective_action), recovery(e.action), el("td", null, e.detail),
+    deliveries(e.deliveries));
 }
 
 function groupRow(g) {
@@ -172,7 +183,7 @@ async function refresh() {
         "among the " + events.length + " latest fault events"));
     fill("hosts", hosts.map(hostRow), 7, "no compute agent heard yet");
     fill("instances", instances.map(instanceRow), 9, "no instances");
-    fill("events", events.map(eventRow), 7, "no fault events");
+    fill("events", events.map(eventRow), 8, "no fault events");
     fill("groups", groups.map(groupRow), 3, "no server groups");
     showLogin(false);
     status.className = "status";
