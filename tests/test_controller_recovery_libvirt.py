@@ -299,3 +299,19 @@ async def test_a_late_answer_still_reaches_the_record(rig: Rig) -> None:
     wrong = await rig.c.recovery_result(action_id=ev["id"], ok=True, host=HOST,
                                         instance_uuid=str(uuid.uuid4()))
     assert wrong["ok"] is False
+
+
+async def test_a_host_that_never_answers_ends_in_a_failed_action(db_url) -> None:
+    rig = Rig(db_url, NO_WAIT, recovered_timeout_s=1.5)
+    await rig.start()
+    try:
+        rig.compute.drop = 1000                          # takes the casts, never answers
+        ev = fault(str(uuid.uuid4()))
+        stored = await rig.fault_and_wait(ev, timeout=30)
+        assert stored["action"]["status"] == "failed"
+        assert "no heartbeat within 1.5 s" in stored["action"]["reason"]
+        d = delivery(stored, "recovery")
+        assert d["status"] == "rejected" and d["attempts"] >= 2
+        assert {r["action_id"] for r in rig.compute.recovers()} == {ev["id"]}
+    finally:
+        await rig.stop()

@@ -107,13 +107,16 @@ def test_issued_actions_whose_guest_never_came_back_fail(store: Store) -> None:
     ev = stored_fault(store, vm)
     store.decide_action(ev, "libvirt", "destroy", pol, now - 700)
     store.mark_action_issued(ev["id"])
+    never_confirmed = stored_fault(store, vm)          # the host never answered
+    store.decide_action(never_confirmed, "libvirt", "destroy", pol, now - 650)
     fresh = stored_fault(store, vm)
     store.decide_action(fresh, "libvirt", "destroy", pol, now)
     store.mark_action_issued(fresh["id"])
     failed = store.fail_unrecovered(datetime.now(timezone.utc) - timedelta(seconds=600),
                                     "no heartbeat within 600 s")
-    assert [a["event_id"] for a in failed] == [ev["id"]]
+    assert sorted(a["event_id"] for a in failed) == sorted([ev["id"], never_confirmed["id"]])
     assert store.get_action(ev["id"])["status"] == "failed"
+    assert store.get_action(never_confirmed["id"])["reason"] == "no heartbeat within 600 s"
     assert store.get_action(fresh["id"])["status"] == "issued"
     assert store.fail_unrecovered(datetime.now(timezone.utc) - timedelta(seconds=600),
                                   "again") == []

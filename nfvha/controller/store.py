@@ -566,15 +566,18 @@ class Store:
             return _action_dict(out)
 
     def fail_unrecovered(self, issued_before: datetime, reason: str) -> list[dict[str, Any]]:
-        """Actions issued before ``issued_before`` whose guest never came back;
-        returns the ones this call moved (another controller may sweep too)."""
+        """Actions asked for before ``issued_before`` whose guest never came
+        back: issued ones, and issuing ones never confirmed (a host that no
+        longer answers would keep their delivery asking for ever). Returns
+        the ones this call moved (another controller may sweep too)."""
         cutoff = to_db(issued_before)
         with self.engine.connect() as conn:
             ids = [r.event_id for r in conn.execute(select(actions.c.event_id).where(
-                actions.c.status == ISSUED, actions.c.issued_at < cutoff))]
+                actions.c.status.in_(OPEN_ACTIONS), actions.c.issued_at < cutoff))]
         out = []
         for event_id in ids:
-            rec = self.mark_action_failed(event_id, reason)
+            rec = self._move_action(event_id, OPEN_ACTIONS, {
+                "status": FAILED, "reason": reason[:2000], "done_at": to_db(utcnow())})
             if rec is not None:
                 out.append(rec)
         return out
