@@ -315,3 +315,14 @@ async def test_a_host_that_never_answers_ends_in_a_failed_action(db_url) -> None
         assert {r["action_id"] for r in rig.compute.recovers()} == {ev["id"]}
     finally:
         await rig.stop()
+
+
+async def test_a_resync_hello_also_tells_the_guest_is_back(rig: Rig) -> None:
+    vm, other = str(uuid.uuid4()), str(uuid.uuid4())
+    ev = fault(vm, detected_ago_s=1.0)
+    await rig.fault_and_wait(ev)
+    await rig.c.hello(HOST, [record(other), record(vm, health="unhealthy")])
+    assert (await rig.c.get_event(ev["id"]))["action"]["status"] == "issued"  # not healthy
+    await rig.c.hello(HOST, [record(other), record(vm)])
+    act = (await rig.c.get_event(ev["id"]))["action"]
+    assert act["status"] == "succeeded" and act["recovery_ms"] >= 1000

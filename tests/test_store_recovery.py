@@ -90,6 +90,7 @@ def test_actions_move_forward_only_and_the_heartbeat_back_closes_the_first(
     store.decide_action(ev, "libvirt", "reset", pol, now)
     # heartbeat from before the action: not its recovery
     assert store.mark_recovered(vm, detected) is None
+    assert store.instances_with_open_actions([vm, str(uuid.uuid4())]) == {vm}
     assert store.mark_action_issued(ev["id"], detail="domain reset")["status"] == "issued"
     assert store.mark_action_issued(ev["id"]) is None          # only from issuing
     back = detected + timedelta(seconds=7, milliseconds=250)
@@ -97,6 +98,7 @@ def test_actions_move_forward_only_and_the_heartbeat_back_closes_the_first(
     assert rec["status"] == "succeeded" and rec["recovery_ms"] == 7250
     assert rec["recovered_at"] == back.isoformat(timespec="microseconds")
     assert store.mark_recovered(vm, back) is None               # nothing open any more
+    assert store.instances_with_open_actions([vm]) == set()
     assert store.mark_action_failed(ev["id"], "late") is None   # succeeded stays
     assert store.get_event(ev["id"])["action"]["status"] == "succeeded"
 

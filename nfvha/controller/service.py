@@ -244,9 +244,7 @@ class Controller:
                 self.store.upsert_instance(r)
 
         await self._db(apply)
-        for r in records:
-            if r["state"] == "enabled":  # a resync may be the first word of it
-                await self._recovered(r)
+        await self._recovered(records)  # a resync may be the first word of a recovery
         for r in records:
             await self.servergroups.on_heartbeat(host, r["uuid"], r["state"], r.get("at"),
                                                  r.get("health"))
@@ -408,21 +406,23 @@ class Controller:
         applied = await self._db(self.store.upsert_instance, rec)
         if rec["state"] == "enabled":
             self.planned.running(rec["uuid"])
-            await self._recovered(rec)
+            await self._recovered([rec])
         if applied:  # peers in its server groups hear of the change
             await self.servergroups.on_heartbeat(host, rec["uuid"], rec["state"], at,
                                                  rec.get("health"))
         return {"ok": True, "applied": applied}
 
     # --- recovery (controller/recovery/sink.py): the sink named "recovery" -------------
-    async def _recovered(self, rec: dict[str, Any]) -> None:
-        """An instance heartbeats again: the recovery sink closes its action."""
-        hook = getattr(self.reporters.get("recovery"), "instance_enabled", None)
-        if hook is not None:
+    async def _recovered(self, records: list[dict[str, Any]]) -> None:
+        """Instances heartbeat (again): the recovery sink closes their actions."""
+        hook = getattr(self.reporters.get("recovery"), "instances_enabled", None)
+        enabled = [(r["uuid"], r.get("at"), r.get("health")) for r in records
+                   if r["state"] == "enabled"]
+        if hook is not None and enabled:
             try:
-                await hook(rec["uuid"], rec.get("at"), rec.get("health"))
-            except Exception:  # bookkeeping: the state itself is stored
-                LOG.exception("recovery bookkeeping for %s failed", rec["uuid"])
+                await hook(enabled)
+            except Exception:  # bookkeeping: the states themselves are stored
+                LOG.exception("recovery bookkeeping failed")
 
     async def recovery_result(self, **kwargs: Any) -> dict[str, Any]:
         """A compute's answer to ``recover`` (a cast back to us)."""

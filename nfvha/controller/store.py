@@ -541,6 +541,17 @@ class Store:
                                ).mappings().first()
             return _action_dict(row) if row is not None else None
 
+    def instances_with_open_actions(self, uuids: list[str]) -> set[str]:
+        """Which of ``uuids`` wait for their guest after an action."""
+        out: set[str] = set()
+        with self.engine.connect() as conn:
+            for i in range(0, len(uuids), 500):  # bounded IN lists
+                out.update(r.instance_uuid for r in conn.execute(
+                    select(actions.c.instance_uuid).where(
+                        actions.c.instance_uuid.in_(uuids[i:i + 500]),
+                        actions.c.status.in_(OPEN_ACTIONS)).distinct()))
+        return out
+
     def mark_recovered(self, instance_uuid: str, at: datetime) -> Optional[dict[str, Any]]:
         """The instance heartbeats again at ``at`` (its compute's clock): the
         first action asked for it before then has succeeded. recovery_ms:

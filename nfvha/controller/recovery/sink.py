@@ -218,12 +218,20 @@ class RecoverySink:
                                                status).inc()
 
     # --- what the controller forwards ---------------------------------------------
-    async def instance_enabled(self, instance_uuid: str, at: Optional[datetime],
-                               health: Optional[str]) -> None:
-        """The instance heartbeats again (instance_state enabled): its first
-        action asked before then has succeeded."""
-        if health == "unhealthy":
+    async def instances_enabled(
+            self, enabled: list[tuple[str, Optional[datetime], Optional[str]]]) -> None:
+        """Instances heartbeat ((uuid, at, health) of each enabled one, from
+        instance_state or a hello): the first action asked for each before
+        then has succeeded. One query finds the few with an action open."""
+        healthy = [(u, at) for u, at, health in enabled if health != "unhealthy"]
+        if not healthy:
             return
+        open_ = await self.c.store("instances_with_open_actions", [u for u, _ in healthy])
+        for uuid, at in healthy:
+            if uuid in open_:
+                await self.instance_enabled(uuid, at)
+
+    async def instance_enabled(self, instance_uuid: str, at: Optional[datetime]) -> None:
         rec = await self.c.store("mark_recovered", instance_uuid, at or utcnow())
         if rec is None:
             return
