@@ -385,7 +385,7 @@ class ComputeAgent:
             if _arg(action_id) and _arg(reply_to):  # the asker can match the answer
                 self._reply_soon(self._reply_recovery(
                     None, (False, error, self._clock.iso(time.monotonic())), action_id,
-                    reply_to, instance_uuid if isinstance(instance_uuid, str) else ""))
+                    reply_to, instance_uuid if _arg(instance_uuid) else ""))
             return {"ok": False, "error": error}
         rec = self._recoveries.get(action_id)
         duplicate = rec is not None
@@ -579,11 +579,15 @@ class AgentEndpoint:
                                     notification_type, timeout_ms)
         return {"ok": True}
 
-    async def recover(self, action_id: Any, reply_to: Any, instance_uuid: Any,
-                      action: Any) -> dict[str, Any]:
+    async def recover(self, action_id: Any = None, reply_to: Any = None,
+                      instance_uuid: Any = None, action: Any = None,
+                      **unknown: Any) -> dict[str, Any]:
         """A recovery action (reset | destroy) for one instance, once per
         action id; answered with `recovery_result` to the controller
-        `reply_to`."""
+        `reply_to`. Missing arguments are refused, unknown ones ignored (a
+        newer controller may send more)."""
+        if unknown:
+            LOG.debug("recover: ignoring %s", sorted(unknown))
         return self._agent.recover(action_id, reply_to, instance_uuid, action)
 
     async def sg_deliver(self, instances: Any, messages: Any) -> dict[str, Any]:
