@@ -49,7 +49,7 @@ class Qmp:
         self._buf = b""
         self._why = why  # VMError message with the console
         self._id = 0
-        self.events: list[dict[str, Any]] = []  # each with "mono": when it was read
+        self.events: list[dict[str, Any]] = []  # each with "mono": when QEMU sent it
         self._read(10.0)  # the greeting
         self.execute("qmp_capabilities")
 
@@ -70,7 +70,10 @@ class Qmp:
         line, self._buf = self._buf.split(b"\n", 1)
         msg = json.loads(line)
         if "event" in msg:
-            msg["mono"] = time.monotonic()
+            # When QEMU sent it (its wall-clock stamp), on our monotonic clock.
+            ts = msg.get("timestamp", {})
+            sent = ts.get("seconds", 0) + ts.get("microseconds", 0) / 1e6
+            msg["mono"] = time.monotonic() - max(0.0, time.time() - sent)
             self.events.append(msg)
         return msg
 

@@ -8,6 +8,7 @@ does the same against a real kernel).
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import time
@@ -166,3 +167,36 @@ async def test_agent_started_with_the_port_there_keeps_working(
     finally:
         agent.stop()
         assert await asyncio.wait_for(run, 5) == 0
+
+
+async def test_a_read_failing_with_enodev_is_an_unplug_even_before_the_node_goes(
+        guest: FakeGuest, caplog: Any, monkeypatch: Any) -> None:
+    """On a real unplug the kernel fails the read (ENODEV) a moment before it
+    removes /dev/vportNpM and its sysfs entry: still one "gone" line, then the
+    agent looks for the port again (and finds it here, as it is still listed)."""
+    monkeypatch.setattr(agent_mod, "_GLOBAL_CHECKS", [])
+    caplog.set_level(logging.DEBUG, logger="nfvha.guest")
+    unplugging = {"now": False}
+    real_read = os.read
+
+    def read(fd: int, n: int) -> bytes:
+        if unplugging["now"] and fd == agent._fd:
+            unplugging["now"] = False
+            raise OSError(errno.ENODEV, os.strerror(errno.ENODEV))
+        return real_read(fd, n)
+
+    monkeypatch.setattr(agent_mod.os, "read", read)
+    master = guest.plug("vport0p1")
+    agent = Agent(guest.device, name="race", interval_ms=100, locator=guest.locator())
+    run = asyncio.ensure_future(agent.run())
+    try:
+        first = await _read_msg(master, "init", 5)
+        unplugging["now"] = True
+        os.write(master, b"\n")  # something to read: the read that fails
+        second = await _read_msg(master, "init", 5)
+        assert second["invocation_id"] == first["invocation_id"]
+    finally:
+        agent.stop()
+        assert await asyncio.wait_for(run, 5) == 0
+    assert len(_lines(caplog, "is gone; waiting for it to come back")) == 1, caplog.text
+    assert not _lines(caplog, "reopening in"), caplog.text

@@ -117,6 +117,7 @@ class Agent:
         self.frame_errors = 0
         self._batching = False
         self._last_frame_log = float("-inf")
+        self._session_errno: Optional[int] = None  # the error that ended the last session
 
     # ---- public API -----------------------------------------------------------------------
 
@@ -197,6 +198,7 @@ class Agent:
                 last_error = None
                 self._fd = fd
                 registrations = self.registrations
+                self._session_errno = None
                 reason = await self._session()
                 if self.registrations:
                     backoff = self.reopen_min_s  # it worked once: come back quickly
@@ -204,7 +206,9 @@ class Agent:
                     quiet = False
                 if self._stopping:
                     break
-                if not self._port_present():  # hot-unplugged: wait for it to return
+                # Hot-unplugged: the read fails with ENODEV, and the node and its sysfs
+                # entry go a moment later. Either way: wait for the port to return.
+                if self._session_errno in ABSENT_ERRNOS or not self._port_present():
                     LOG.warning("channel lost (%s): port %s is gone; waiting for it to "
                                 "come back", reason, self.device)
                     waiting = True
@@ -305,6 +309,7 @@ class Agent:
             except BlockingIOError:
                 return
             except OSError as exc:  # EIO: the pty/virtio host side hung up
+                self._session_errno = exc.errno
                 self._end_session(f"read error: {exc.strerror or exc}")
                 return
             if not data:
@@ -362,6 +367,7 @@ class Agent:
         try:
             done = self._queue.flush(self._fd)
         except OSError as exc:
+            self._session_errno = exc.errno
             self._end_session(f"write error: {exc.strerror or exc}")
             return
         if done and self._writer_armed:
