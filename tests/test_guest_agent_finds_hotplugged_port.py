@@ -200,3 +200,11 @@ async def test_a_read_failing_with_enodev_is_an_unplug_even_before_the_node_goes
         assert await asyncio.wait_for(run, 5) == 0
     assert len(_lines(caplog, "is gone; waiting for it to come back")) == 1, caplog.text
     assert not _lines(caplog, "reopening in"), caplog.text
+
+
+def test_locator_ignores_a_plain_file_in_the_ports_name(guest: FakeGuest) -> None:
+    # A shell's `exec 4<>/dev/virtio-ports/NAME` creates one when the port is missing.
+    Path(guest.device).write_text("")
+    assert guest.locator().locate() is None
+    guest.plug("vport0p1")
+    assert guest.locator().locate() == str(guest.dev / "vport0p1")

@@ -212,7 +212,7 @@ log "ready"
 # A read with no host connected returns EOF at once, hence the sleep. The port
 # may be missing (a libvirt domain without it) or come later.
 while :; do
-  until [ -e /dev/virtio-ports/__CONTROL__ ]; do sleep 1; link_ports; done
+  until [ -c /dev/virtio-ports/__CONTROL__ ]; do sleep 1; link_ports; done
   command exec 3<>/dev/virtio-ports/__CONTROL__ || { sleep 1; continue; }
   while :; do
     if ! read -r cmd arg <&3; then
@@ -234,8 +234,12 @@ while :; do
       echo) # A byte-for-byte echo on the heartbeat port (agent stopped first):
             # the round trip of virtio-serial itself, without Python. cat ends at
             # EOF (no host connected yet), so it is restarted until "noecho".
+            # Not there: say so (<> would create a plain file; a failed exec end PID 1).
+            if [ ! -c /dev/virtio-ports/__HEARTBEAT__ ] ||
+               ! command exec 4<>/dev/virtio-ports/__HEARTBEAT__; then
+              echo "err no port __HEARTBEAT__" >&3; continue
+            fi
             rm -f /tmp/noecho
-            exec 4<>/dev/virtio-ports/__HEARTBEAT__
             ( while [ ! -e /tmp/noecho ]; do
                 cat <&4 >&4 & echo $! > /tmp/echo.pid; wait $!; usleep 20000; done ) &
             ECHO=$!

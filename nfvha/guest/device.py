@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import termios
 import tty
 from collections import deque
@@ -49,7 +50,7 @@ class PortLocator:
         try:
             # The link's own target (udev: ../vport0p1), not the end of the chain.
             node = os.readlink(self.path) if os.path.islink(self.path) else self.path
-            present = os.path.exists(self.path)
+            present = _is_chardev(self.path)
         except OSError:  # removed while we looked
             present = False
         if present:
@@ -73,9 +74,18 @@ class PortLocator:
         for node in nodes:
             if self._name_of(node) == self.name:
                 dev = os.path.join(self.dev_root, node)
-                if os.path.exists(dev):
+                if _is_chardev(dev):
                     return dev
         return None
+
+
+def _is_chardev(path: str) -> bool:
+    # A port is a character device; a plain file of its name (a stray shell
+    # redirection made it) is not one to talk to.
+    try:
+        return stat.S_ISCHR(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def open_device(path: str) -> int:
