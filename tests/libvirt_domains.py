@@ -48,6 +48,13 @@ class Dom:
     def state(self) -> int:
         return self.dom.state()[0]
 
+    def settled(self) -> None:
+        """Returns once libvirtd holds no job on the domain: a restarted libvirtd
+        answers before it has reconnected to its QEMUs, and a destroy that
+        races that reconnection fails. A change that needs a job waits."""
+        self.dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_DESCRIPTION, "nfvha test", None, None,
+                             libvirt.VIR_DOMAIN_AFFECT_LIVE)
+
 
 class Domains:
     def __init__(self, uri: str) -> None:

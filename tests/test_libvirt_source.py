@@ -69,6 +69,23 @@ def test_event_and_state_verdicts() -> None:
         (VM_CRASHED, "crashed (guest kernel panic)")
 
 
+async def test_unreachable_libvirtd_is_no_crash_and_explains_nothing(tmp_path) -> None:
+    uri = f"qemu+unix:///system?socket={tmp_path}/no-libvirtd.sock"
+    pool = RecordingPool()
+    src = LibvirtSource(uri, loss_wait_s=0.2)
+    await src.start(pool)  # logs, keeps trying in the background
+    try:
+        assert not src.connected and pool.events == []
+        v = await src.explain_loss("3f2504e0-4f89-11d3-9a0c-0305e82c3301")
+        assert v.kind == CHANNEL_LOST and "no reason" in v.detail
+        ok, detail = await src.recover("3f2504e0-4f89-11d3-9a0c-0305e82c3301", "reset")
+        assert not ok and "not reachable" in detail
+        await asyncio.sleep(0.3)  # a few reconnect attempts
+        assert not src.connected and src.counters["connects"] == 0
+    finally:
+        await src.stop()
+
+
 # ---------------------------------------------------------------------- real libvirtd
 
 
@@ -260,6 +277,7 @@ async def test_libvirtd_restart_under_the_source(libvirtd, domains, source) -> N
     # nothing changed for the running domain: no withdrawal, no false alarm
     assert pool.events == before and crashes == [] and pool.faults == []
     # events flow on the new connection
+    await asyncio.to_thread(a.settled)
     await asyncio.to_thread(lambda: a.dom.destroy())
     await until(lambda: pool.withdrawn("heartbeat", a.uuid), 10)
     assert pool.withdrawn("heartbeat", a.uuid) == [f"domain {a.name} destroyed"]

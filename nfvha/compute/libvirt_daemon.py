@@ -267,6 +267,8 @@ def supervise(workdir: Path) -> int:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, sigs)
 
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+    # LIBVIRT_LOG_FILTERS/LIBVIRT_LOG_OUTPUTS, LIBVIRT_DEBUG: libvirtd's logging, for debugging
+    env.update({k: v for k, v in os.environ.items() if k.startswith("LIBVIRT_")})
 
     def spawn(argv: list[str], log: str) -> subprocess.Popen[bytes]:
         with open(workdir / log, "ab") as f:

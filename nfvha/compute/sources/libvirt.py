@@ -219,6 +219,7 @@ class LibvirtSource:
         self._cb_ids: list[int] = []
         self._domains: dict[str, _Domain] = {}
         self._life: dict[str, int] = collections.defaultdict(int)  # per-domain event counter
+        self._reads: dict[str, int] = collections.defaultdict(int)  # per-domain XML reads asked
         self._stops: dict[str, _Stop] = {}
         self._waiters: dict[str, list[asyncio.Future[LossVerdict]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -235,6 +236,7 @@ class LibvirtSource:
         except libvirt.libvirtError as exc:
             LOG.error("libvirtd at %s is not reachable (%s); retrying in the background",
                       self.uri, _msg(exc))
+        if not self.connected:
             self._reconnect_soon()
 
     async def stop(self) -> None:
@@ -311,16 +313,18 @@ class LibvirtSource:
         if self._stopping or gen != self._gen:
             await self._call(self._close_blocking, conn, ids)
             return
-        self._conn, self._cb_ids, self.connected = conn, ids, True
-        self.counters["connects"] += 1
+        self._conn, self._cb_ids = conn, ids
         try:
             await self._relist()
         except BaseException:
             # listing failed (libvirtd went away again): start over from a clean slate
-            self._conn, self._cb_ids, self.connected = None, [], False
+            self._conn, self._cb_ids = None, []
             self._gen += 1
             await self._call(self._close_blocking, conn, ids)
             raise
+        if gen == self._gen:  # not lost again meanwhile
+            self.connected = True  # and in step with libvirtd's domains
+            self.counters["connects"] += 1
 
     def _open_blocking(self, gen: int) -> tuple[Any, list[int]]:
         conn = libvirt.open(self.uri)
@@ -380,6 +384,8 @@ class LibvirtSource:
             except Exception:
                 LOG.exception("reconnecting to libvirtd at %s", self.uri)
                 delay = min(delay * 2, self.reconnect_max_s)
+                continue
+            if not self.connected:  # lost again while listing
                 continue
             LOG.warning("reconnected to libvirtd at %s after %.1f s; %d domains with channels",
                         self.uri, time.monotonic() - since, len(self._domains))
@@ -463,6 +469,17 @@ class LibvirtSource:
             reason = detail if kind is None else None
             for spec in dom.offered.values():
                 self._withdraw(spec, reason)
+        if len(self._stops) > 1024:
+            self._prune()
+
+    def _prune(self) -> None:
+        """Forgets domains stopped long ago (a host sees many come and go)."""
+        now = time.monotonic()
+        for uuid in [u for u, st in self._stops.items() if now - st.mono > self.stop_memory_s]:
+            del self._stops[uuid]
+            if uuid not in self._domains:
+                self._life.pop(uuid, None)
+                self._reads.pop(uuid, None)
 
     def _crashed(self, uuid: str, detail: str) -> None:
         prev = self._stops.get(uuid)
@@ -567,6 +584,8 @@ class LibvirtSource:
         """Reads one domain's live XML and offers/withdraws what changed."""
         life = self._life[uuid]
         gen = self._gen
+        self._reads[uuid] += 1
+        read = self._reads[uuid]
         try:
             fetched = await self._call(self._fetch_blocking, uuid)
         except libvirt.libvirtError as exc:
@@ -574,6 +593,8 @@ class LibvirtSource:
             return
         if gen != self._gen or life != self._life[uuid]:
             return  # it started or stopped again meanwhile: that event's refresh decides
+        if read != self._reads[uuid]:
+            return  # a later read (two devices plugged in a row) has the newer XML
         self._apply(fetched)
 
     async def _relist(self) -> None:
@@ -581,13 +602,15 @@ class LibvirtSource:
         channels of domains that stopped while we did not listen."""
         gen = self._gen
         life = dict(self._life)
+        reads = dict(self._reads)
         fetched: list[_Fetched] = await self._call(self._list_blocking)
         if gen != self._gen:
             return
         seen = set()
         for f in fetched:
             seen.add(f.uuid)
-            if self._life.get(f.uuid, 0) != life.get(f.uuid, 0):
+            if self._life.get(f.uuid, 0) != life.get(f.uuid, 0) \
+                    or self._reads.get(f.uuid, 0) != reads.get(f.uuid, 0):
                 continue  # an event about it came meanwhile and decided
             self._apply(f)
         for uuid in [u for u in self._domains if u not in seen]:
