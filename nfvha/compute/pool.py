@@ -194,10 +194,9 @@ class ChannelPool:
 
     def _make(self, spec: ChannelSpec, key: str) -> InstanceSession | MessagingSession:
         if spec.kind == HEARTBEAT:
-            sp = None if self.single_port is None else replace(self.single_port, instance=key)
             return InstanceSession(key, spec.path, self.host_config, self.rate_limit_per_s,
                                    hooks=self.heartbeat_hooks, on_closed=self._closed,
-                                   single_port=sp)
+                                   single_port=self.single_port)
         assert self._messaging_hooks is not None
         s = MessagingSession(key, spec.path, replace(self._messaging_config, instance=key),
                              hooks=self._messaging_hooks, on_closed=self._closed)
