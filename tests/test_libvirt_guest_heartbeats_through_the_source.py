@@ -100,3 +100,47 @@ async def test_hotplugged_guest_registers_survives_a_reset_and_its_crash_is_expl
     finally:
         await src.stop()
         await pool.stop()
+
+
+async def test_guest_kernel_panic_is_vm_crashed_once(libvirtd, domains, image) -> None:
+    """pvpanic: the guest's panic is libvirt's CRASHED/PANICKED event, then
+    (on_crash destroy) STOPPED/CRASHED and the channel closes: one vm_crashed."""
+    from nfvha.demo.guest_image import CONTROL_PORT, kernel_cmdline
+
+    outputs: list[tuple[str, object]] = []
+    pool = ChannelPool(heartbeat_hooks=HeartbeatHooks(
+        on_output=lambda s, out, mono: outputs.append((s.uuid, out))))
+    crashes: list[tuple[str, str]] = []
+    src = LibvirtSource(libvirtd.uri, loss_wait_s=5.0,
+                        on_crash=lambda u, d: crashes.append((u, d)))
+    pool.start()
+    await src.start(pool)
+    d = domains.new("panic")
+    control = str(domains.dir / f"control.{d.uuid[:8]}.sock")
+    try:
+        xml = domain_xml.minimal_domain(
+            d.name, d.uuid, memory_mib=256, kernel=str(image.kernel), initrd=str(image.initrd),
+            cmdline=kernel_cmdline(interval_ms=300), panic="isa",
+            channels={"cgcs.heartbeat": d.hb_path, CONTROL_PORT: control},
+            console_log=str(domains.dir / f"{d.name}.console"))
+        await asyncio.to_thread(lambda: domains.conn().createXML(xml, 0))
+        await until(lambda: any(u == d.uuid and isinstance(o, host.StateChanged)
+                                and o.state == "enabled" for u, o in outputs), 90)
+        reader, writer = await asyncio.open_unix_connection(control)
+        writer.write(b"panic\n")
+        assert (await asyncio.wait_for(reader.readline(), 30)).strip() == b"ok panic"
+        # the heartbeat session sees its channel close (libvirt destroys the domain)
+        await until(lambda: any(u == d.uuid and isinstance(o, host.Fault)
+                                for u, o in outputs), 30)
+        verdict = await src.explain_loss(d.uuid)
+        writer.close()
+        if crashes:  # the panic event came first: on_crash reported it
+            assert crashes == [(d.uuid, f"domain {d.name} crashed (guest kernel panic)")]
+            assert verdict.kind is None and "already reported" in verdict.detail
+        else:
+            assert verdict.kind == VM_CRASHED and "panic" in verdict.detail, verdict
+        assert any(n == d.name and w.startswith("CRASHED") for _, _, n, w in src.recent)
+        assert src.counters["crashes"] == 1  # CRASHED then STOPPED/CRASHED: one crash
+    finally:
+        await src.stop()
+        await pool.stop()

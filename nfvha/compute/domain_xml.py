@@ -250,13 +250,15 @@ def minimal_domain(name: str, uuid: str, *, memory_mib: int = 64,
                    channels: dict[str, str] | None = None, virtio_serial: bool = True,
                    kernel: str | None = None, initrd: str | None = None,
                    cmdline: str | None = None, console_log: str | None = None,
-                   nova: NovaMeta | None = None,
+                   nova: NovaMeta | None = None, panic: str | None = None,
                    emulator: str = "/usr/bin/qemu-system-x86_64") -> str:
     """A small TCG domain (type 'qemu'): with `kernel` it boots it directly,
     without it sits in the firmware (enough for channels, lifecycle events,
     reset and hot-plug). `channels`: port -> socket path. `console_log`: the
-    serial console goes to that file. No graphics (libvirt rejects
-    type='none'; none given means none)."""
+    serial console goes to that file. `panic`: a panic device model ('isa':
+    pvpanic, the guest's panic becomes a CRASHED event; the domain is then
+    destroyed). No graphics (libvirt rejects type='none'; none given means
+    none)."""
     if not _NAME_OK.match(name):
         raise DomainXMLError(f"unsuitable domain name {name!r}")
     uuid = str(uuidlib.UUID(uuid))
@@ -277,6 +279,8 @@ def minimal_domain(name: str, uuid: str, *, memory_mib: int = 64,
                        f"<target port='0'/></serial><console type='file'>"
                        f"<source path={quoteattr(console_log)}/><target type='serial'/>"
                        f"</console>")
+    if panic:
+        devices.append(f"<panic model={quoteattr(panic)}/>")
     devices.append("<memballoon model='none'/>")
     meta = ""
     if nova is not None:
