@@ -84,6 +84,9 @@ async def test_unreachable_libvirtd_is_no_crash_and_explains_nothing(tmp_path) -
         assert not src.connected and src.counters["connects"] == 0
     finally:
         await src.stop()
+    # a late question after stop() still gets an answer, not an exception
+    v = await src.explain_loss("3f2504e0-4f89-11d3-9a0c-0305e82c3301")
+    assert v.kind == CHANNEL_LOST
 
 
 # ---------------------------------------------------------------------- real libvirtd

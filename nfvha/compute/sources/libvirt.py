@@ -282,7 +282,10 @@ class LibvirtSource:
             said = await self._state_verdict(uuid)
             if said is not None:
                 return self._settle(uuid, *said)
-            state = await self._call(self._state_text, uuid)
+            try:
+                state = await self._call(self._state_text, uuid)
+            except libvirt.libvirtError as exc:
+                state = f"unknown: {_msg(exc)}"
             return LossVerdict(CHANNEL_LOST, f"libvirt gave no reason within "
                                              f"{self.loss_wait_s:g} s (domain {state})")
         finally:
@@ -667,7 +670,10 @@ class LibvirtSource:
     # -- blocking libvirt calls (thread pool) -------------------------------------------
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._exec, fn, *args)
+        try:
+            return await loop.run_in_executor(self._exec, fn, *args)
+        except RuntimeError as exc:  # the thread pool is shut: we stopped
+            raise libvirt.libvirtError(f"libvirt source stopped ({exc})") from None
 
     def _spawn(self, coro: Any) -> None:
         if self._loop is None or self._stopping:
