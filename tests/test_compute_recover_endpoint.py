@@ -48,6 +48,7 @@ class ResettingSource(DirectorySource):
     does) and takes a while."""
 
     name = "resetting"
+    can_recover = True
 
     def __init__(self, directory: Path, sim: Simulator | None = None) -> None:
         super().__init__(directory, scan_interval_s=0.05)
@@ -169,6 +170,7 @@ async def test_bad_recovery_requests_are_refused_without_acting(sock_dir: Path) 
 
 async def test_the_last_1024_action_ids_are_remembered(sock_dir: Path) -> None:
     class Quick(DirectorySource):
+        can_recover = True
         calls = 0
 
         async def recover(self, uuid: str, action: str) -> tuple[bool, str]:
@@ -205,6 +207,8 @@ async def test_a_host_without_libvirt_answers_that_it_cannot(sock_dir: Path) -> 
         await until(lambda: len(ctl.results) == 1)
         assert ctl.results[0]["ok"] is False
         assert ctl.results[0]["detail"] == "no libvirt on this host"
+        # refused before anything happened: the guest is still monitored
+        assert agent.sessions[u].state.phase == "enabled"
     finally:
         await agent.stop()
         await sim.stop()

@@ -52,6 +52,8 @@ class GuestVM:
 class ResettingSource(DirectorySource):
     """The instances directory, plus a reset that reboots our stand-in VM."""
 
+    can_recover = True
+
     def __init__(self, directory: Path, vm: GuestVM) -> None:
         super().__init__(directory, messaging_pattern=None, scan_interval_s=0.1)
         self.vm = vm

@@ -410,6 +410,10 @@ class ComputeAgent:
         return {"ok": True, "duplicate": duplicate}
 
     async def _carry_out(self, uuid: str, action: str) -> tuple[bool, str, str]:
+        if not getattr(self.source, "can_recover", True):
+            # refused before anything happens: the guest stays monitored
+            ok, detail = await self.source.recover(uuid, action)
+            return ok, detail, self._clock.iso(time.monotonic())
         session = self.sessions.get(uuid)
         if session is not None:
             session.standby(f"recovery: {action}")

@@ -36,6 +36,7 @@ class LossVerdict:
 
 class InstanceSource(Protocol):
     name: str
+    can_recover: bool  # False: recover() refuses, and the guest is not put on standby
 
     async def start(self, pool: ChannelPool) -> None:
         """Begin feeding `pool`; what exists has been offered when this returns."""

@@ -27,6 +27,7 @@ MESSAGING_PATTERN = r"cgcs\.messaging\.(?P<name>[^/]+)\.sock$"
 
 class DirectorySource:
     name = "directory"
+    can_recover = False  # no hypervisor to act through
 
     def __init__(self, directory: Path, heartbeat_pattern: str = HEARTBEAT_PATTERN,
                  messaging_pattern: str | None = MESSAGING_PATTERN, *,
