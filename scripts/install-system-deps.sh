@@ -6,7 +6,7 @@ PKGS=(
   socat procps iproute2 curl     # demo, guest tests, network namespaces
   qemu-system-x86 linux-image-cloud-amd64 busybox-static qemu-guest-agent   # real virtio-serial test VM (qemu-ga copied into it)
   libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients   # libvirt instance source, recovery
-  libvirt-dev pkg-config         # builds libvirt-python (pip) against the system libvirt
+  libvirt-dev pkg-config gcc python3-dev   # pip builds libvirt-python against the system libvirt
   haproxy keepalived pacemaker corosync crmsh stress-ng    # VIM HA verification
   openssh-server nftables        # verification nodes over SSH, port-drop attacker
   systemd                        # systemd-analyze checks the units in etc/systemd
