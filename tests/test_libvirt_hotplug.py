@@ -104,3 +104,11 @@ async def test_attach_to_a_transient_domain_is_live_only_and_adds_what_is_missin
     assert r.changed == [f"attached cgcs.messaging at {d.msg_path} (live)"], r
     assert r.unchanged == [f"cgcs.heartbeat live: {d.hb_path}"]
     assert is_socket(d.msg_path)
+    r = await asyncio.to_thread(detach_channels, conn, d.name, ports=("cgcs.messaging",))
+    assert r.changed == ["detached cgcs.messaging (live)",
+                         f"removed stale socket {d.msg_path}"], r
+    assert is_socket(d.hb_path)  # the other port stays
+    # a socket path the kernel cannot bind is refused before libvirt is asked
+    with pytest.raises(HotplugError, match="longer than 107 bytes"):
+        await asyncio.to_thread(attach_channels, conn, d.name, messaging=True,
+                                channels_dir="/var/lib/nfvha/" + "d" * 100)

@@ -93,8 +93,11 @@ def attach_channels(conn: Any, domain: str, *, messaging: bool = False,
             f"{name}) and start it again, or attach while it is shut off")
     directory = Path(channels_dir)
     for port in ports:
-        path = str(directory / domain_xml.socket_name(port, name, uuid))
-        dev = domain_xml.channel_xml(port, path)  # refuses a path too long for a socket
+        try:
+            path = str(directory / domain_xml.socket_name(port, name, uuid))
+            dev = domain_xml.channel_xml(port, path)  # refuses a path too long for a socket
+        except domain_xml.DomainXMLError as exc:
+            raise HotplugError(f"domain {name}: {exc}") from None
         flags = 0
         where = []
         for info, flag, label in ((live, libvirt.VIR_DOMAIN_AFFECT_LIVE, "live"),
@@ -129,7 +132,8 @@ def detach_channels(conn: Any, domain: str, *, ports: tuple[str, ...] = NFVHA_PO
     name, uuid = dom.name(), dom.UUIDString().lower()
     result = HotplugResult(name, uuid)
     stale: set[str] = set()
-    if dom.isActive():
+    active = bool(dom.isActive())
+    if active:
         for port, dev, path in domain_xml.channel_devices(dom.XMLDesc(0), ports):
             try:
                 dom.detachDeviceFlags(dev, libvirt.VIR_DOMAIN_AFFECT_LIVE)
@@ -141,7 +145,7 @@ def detach_channels(conn: Any, domain: str, *, ports: tuple[str, ...] = NFVHA_PO
             if path:
                 stale.add(path)
     if dom.isPersistent():
-        for port, dev, _path in domain_xml.channel_devices(
+        for port, dev, path in domain_xml.channel_devices(
                 dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), ports):
             try:
                 dom.detachDeviceFlags(dev, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
@@ -149,6 +153,8 @@ def detach_channels(conn: Any, domain: str, *, ports: tuple[str, ...] = NFVHA_PO
                 raise HotplugError(f"domain {name}: detaching {port} (config) failed: "
                                    f"{exc.get_error_message()}") from None
             result.changed.append(f"detached {port} (config)")
+            if path and not active:  # a socket left from its last run: nobody listens
+                stale.add(path)
     if not result.changed:
         result.unchanged.append(f"no channel on {', '.join(ports)}")
     still_used = set()
