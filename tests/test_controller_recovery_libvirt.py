@@ -74,6 +74,8 @@ async def test_stop_destroys_and_none_or_log_need_no_action(rig: Rig) -> None:
     vm = str(uuid.uuid4())
     stop = await rig.fault_and_wait(fault(vm, action="stop"))
     assert stop["action"]["action"] == "destroy"
+    # the guest asked to stay off: done is success, with no heartbeat to wait for
+    assert stop["action"]["status"] == "succeeded" and stop["action"]["recovery_ms"] is None
     for action in ("none", "log"):
         ev = await rig.fault_and_wait(fault(vm, action=action))
         assert ev["action"]["status"] == "skipped" and ev["action"]["action"] is None

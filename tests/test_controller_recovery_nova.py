@@ -63,6 +63,7 @@ async def test_reboot_is_a_hard_reboot_and_stop_an_os_stop_once_per_fault(
     await rig.back(vm)
     stop = await rig.fault_and_wait(fault(vm, action="stop"))
     assert stop["action"]["action"] == "nova_stop"
+    assert stop["action"]["status"] == "succeeded"  # Nova took it: nothing comes back
     assert nova.actions[1:] == [(vm, "os-stop", None)]
     assert nova.received[1].body == {"os-stop": None}
     assert rig.compute.recovers() == []                 # the compute agent is not asked

@@ -28,7 +28,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.add_argument("--guests", type=int, default=5)
     p.add_argument("--interval-ms", type=int, default=250, help="guest heartbeat interval")
-    p.add_argument("--rounds", type=int, default=3, help="repeat the fault sequence N times")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="repeat the fault sequence N times (default 3; 1 with --qemu)")
+    p.add_argument("--qemu", action="store_true",
+                   help="real VMs under a real libvirtd (started here if none runs), "
+                        "recovery carried out (needs root, QEMU, libvirt; builds the guest "
+                        "image on first use)")
+
+    for name, what in (("attach", "hot-plug nfvha's channels into a libvirt domain "
+                                  "(live and in its definition)"),
+                       ("detach", "remove nfvha's channels from a libvirt domain")):
+        p = sub.add_parser(name, help=what)
+        _add_common(p)
+        p.add_argument("domain", metavar="DOMAIN", help="domain name or uuid")
+        p.add_argument("--uri", help="libvirt URI (default [compute] libvirt_uri)")
+        if name == "attach":
+            p.add_argument("--messaging", action="store_true",
+                           help="also the server-group messaging channel (cgcs.messaging)")
+            p.add_argument("--channels-dir",
+                           help="where the sockets go (default [compute] channels_dir)")
 
     p = sub.add_parser("all-in-one", help="controller + compute agent in one process "
                        "(in-process bus, SQLite) for one host with plain QEMU/libvirt")
@@ -108,9 +126,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     conf = services.load_conf(args.config_file)
     if cmd == "demo":
         _setup_logging(args.debug, quiet=True)
+        if args.qemu:
+            from nfvha.demo.qemu_libvirt import run_qemu_demo
+            return asyncio.run(run_qemu_demo(conf, interval_ms=args.interval_ms,
+                                             rounds=args.rounds or 1, as_json=args.json))
         from nfvha.demo.run import run_demo
         return asyncio.run(run_demo(conf, guests=args.guests, interval_ms=args.interval_ms,
-                                    rounds=args.rounds, as_json=args.json))
+                                    rounds=args.rounds or 3, as_json=args.json))
+    if cmd in ("attach", "detach"):
+        _setup_logging(args.debug)
+        return _hotplug(conf, args)
     _setup_logging(args.debug)
     runner = {"all-in-one": services.run_all_in_one, "controller": services.run_controller,
               "compute": services.run_compute}[cmd]
@@ -118,6 +143,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(runner(conf, args))
     except KeyboardInterrupt:
         return 130
+
+
+def _hotplug(conf: object, args: argparse.Namespace) -> int:
+    import libvirt
+
+    from nfvha.compute import hotplug
+
+    uri = args.uri or conf.compute.libvirt_uri  # type: ignore[attr-defined]
+    try:
+        conn = libvirt.open(uri)
+    except libvirt.libvirtError as exc:
+        print(f"nfvha {args.command}: cannot reach libvirt at {uri}: "
+              f"{exc.get_error_message()}", file=sys.stderr)
+        return 1
+    try:
+        if args.command == "attach":
+            result = hotplug.attach_channels(
+                conn, args.domain, messaging=args.messaging,
+                channels_dir=args.channels_dir or conf.compute.channels_dir)  # type: ignore
+        else:
+            result = hotplug.detach_channels(conn, args.domain)
+    except hotplug.HotplugError as exc:
+        print(f"nfvha {args.command}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        conn.close()
+    print(result)
+    return 0
 
 
 if __name__ == "__main__":

@@ -164,6 +164,16 @@ def _spool_dir(conf: cfg.ConfigOpts, host: str, instances_dir: str) -> Path | No
     return Path(base) / f"{host}-{key}"
 
 
+def build_source(conf: cfg.ConfigOpts) -> Any:
+    """The compute agent's instance source from [compute]; None: the
+    instances directory (the agent's default)."""
+    if conf.compute.instances_source != "libvirt":
+        return None
+    from nfvha.compute.sources.libvirt import LibvirtSource
+
+    return LibvirtSource(conf.compute.libvirt_uri, loss_wait_s=conf.compute.loss_wait_s)
+
+
 async def start_stack(conf: cfg.ConfigOpts, *, controller: bool, compute: bool,
                       transport_url: str | None = None, db_url: str | None = None,
                       instances_dir: str | None = None, api: str | None = None,
@@ -222,7 +232,7 @@ async def start_stack(conf: cfg.ConfigOpts, *, controller: bool, compute: bool,
                 sync_interval_s=hb.sync_interval_s,
                 report_interval_s=hb.agent_report_interval_s,
                 spool_dir=_spool_dir(conf, host or conf.host, instances_dir or hb.instances_dir),
-                **messaging_options(conf))
+                source=build_source(conf), **messaging_options(conf))
             await stack.compute.start()
     except BaseException:
         await stack.stop()

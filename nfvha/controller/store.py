@@ -530,6 +530,14 @@ class Store:
             "status": ISSUED, "done_at": to_db(done_at or utcnow()),
             "reason": detail[:2000] or None})
 
+    def mark_action_done(self, event_id: str, done_at: Optional[datetime] = None,
+                         detail: str = "") -> Optional[dict[str, Any]]:
+        """An action after which the guest is meant to stay off (destroy,
+        Nova stop) was carried out: it has succeeded; nothing comes back."""
+        return self._move_action(event_id, (ISSUING,), {
+            "status": SUCCEEDED, "done_at": to_db(done_at or utcnow()),
+            "reason": detail[:2000] or None})
+
     def mark_action_failed(self, event_id: str, reason: str,
                            done_at: Optional[datetime] = None) -> Optional[dict[str, Any]]:
         return self._move_action(event_id, (WAITING, ISSUING, ISSUED), {

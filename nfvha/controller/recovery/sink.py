@@ -35,6 +35,7 @@ EXHAUSTED_NAMESPACE = uuidlib.UUID("5d1f3c1e-6b0a-5a8e-9a51-7c1c0d9e8a20")
 EXHAUSTED_KIND = "recovery_exhausted"
 NOTICE_MARGIN_S = 5.0     # the notice's way to the guest and back
 MAX_TEXT = 2000
+STOP_ACTIONS = frozenset({"destroy", "nova_stop"})  # the guest is meant to stay off
 
 StoreCall = Callable[..., Awaitable[Any]]  # (store method name, *args) in the DB thread
 
@@ -159,6 +160,13 @@ class RecoverySink:
             notice = await self._notice(event)
         outcome = await self.executor.execute(event["id"], event, action)  # Retry: ask again
         detail = "; ".join(x for x in (notice, outcome.detail) if x)
+        if outcome.ok and action in STOP_ACTIONS:
+            # the guest asked to be stopped: done is success, nothing comes back
+            if await c.store("mark_action_done", event["id"], outcome.done_at, detail):
+                self._count(action, "succeeded")
+            LOG.warning("recovery of %s (%s): %s done: %s", event["instance_uuid"],
+                        event["id"], action, detail)
+            return f"{action} done" + (f": {detail}" if detail else "")
         if outcome.ok:
             if await c.store("mark_action_issued", event["id"], outcome.done_at, detail):
                 self._count(action, "issued")
