@@ -114,6 +114,8 @@ class Domains:
                     dom.undefine()
             except libvirt.libvirtError:
                 pass
+        for d in self.made:  # virtlogd's log of each domain (one file per name)
+            Path(f"/var/log/libvirt/qemu/{d.name}.log").unlink(missing_ok=True)
         if self._conn is not None:
             try:
                 self._conn.close()

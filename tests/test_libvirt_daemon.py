@@ -7,6 +7,7 @@ import os
 import signal
 import time
 import uuid as uuidlib
+from pathlib import Path
 
 import libvirt
 import pytest
@@ -37,6 +38,13 @@ def _domain(conn) -> tuple[str, int]:
     conn.createXML(domain_xml.minimal_domain(name, uuid), 0)
     with open(f"/run/libvirt/qemu/{name}.pid") as f:
         return name, int(f.read().strip())
+
+
+@pytest.fixture(autouse=True)
+def _no_domain_logs_left():
+    yield
+    for log in Path("/var/log/libvirt/qemu").glob("nfvha-d-*.log"):
+        log.unlink(missing_ok=True)
 
 
 @pytest.mark.slow
@@ -88,11 +96,15 @@ def test_killed_qemu_is_reaped_at_once(libvirtd) -> None:
         missing("the running libvirtd is not ours: its QEMUs are not reaped by us")
     conn = libvirt.open(libvirtd.uri)
     try:
-        _, qemu = _domain(conn)
+        name, qemu = _domain(conn)
         os.kill(qemu, signal.SIGKILL)
         t0 = time.monotonic()
         while os.path.exists(f"/proc/{qemu}"):  # a zombie still has its /proc entry
             assert time.monotonic() - t0 < 0.5, "QEMU not reaped within 0.5 s"
             time.sleep(0.005)
+        # libvirtd is done with it (its log written) once the transient domain is gone
+        while name in {d.name() for d in conn.listAllDomains()}:
+            assert time.monotonic() - t0 < 10, "libvirtd still lists the killed domain"
+            time.sleep(0.02)
     finally:
         conn.close()
