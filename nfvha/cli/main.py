@@ -146,7 +146,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _hotplug(conf: object, args: argparse.Namespace) -> int:
-    import libvirt
+    try:
+        import libvirt
+    except ImportError:
+        print(f"nfvha {args.command} needs libvirt-python: pip install 'nfvha[libvirt]'",
+              file=sys.stderr)
+        return 1
 
     from nfvha.compute import hotplug
 

@@ -169,8 +169,11 @@ def build_source(conf: cfg.ConfigOpts) -> Any:
     instances directory (the agent's default)."""
     if conf.compute.instances_source != "libvirt":
         return None
-    from nfvha.compute.sources.libvirt import LibvirtSource
-
+    try:
+        from nfvha.compute.sources.libvirt import LibvirtSource
+    except ImportError as exc:
+        raise SystemExit("nfvha: [compute] instances_source = libvirt needs libvirt-python "
+                         f"(pip install 'nfvha[libvirt]'): {exc}") from None
     return LibvirtSource(conf.compute.libvirt_uri, loss_wait_s=conf.compute.loss_wait_s)
 
 
