@@ -144,11 +144,14 @@ class ChannelRequests:
             server = conn.compute.get_server(instance_uuid)
         except sdk_exc.NotFoundException as exc:
             raise NotInCloud(f"Nova does not know {instance_uuid}") from exc
-        flavor = server.flavor if isinstance(server.flavor, dict) else {}
-        specs = flavor.get("extra_specs")
-        if specs is None and flavor.get("id"):
+        flavor = server.flavor  # the SDK gives a Flavor resource (a dict from old SDKs)
+        field = flavor.get if isinstance(flavor, dict) else (
+            lambda key: getattr(flavor, key, None))
+        specs = field("extra_specs")
+        # embedded (2.47+) flavors carry original_name; older ones only an id
+        if field("original_name") is None and field("id"):
             # a cloud older than microversion 2.47: the flavor by its id
-            specs = conn.compute.fetch_flavor_extra_specs(flavor["id"]).extra_specs
+            specs = conn.compute.fetch_flavor_extra_specs(field("id")).extra_specs
         props: dict[str, Any] = {}
         image = image_id or (server.image.get("id") if isinstance(server.image, dict)
                              else None)
@@ -163,4 +166,9 @@ class ChannelRequests:
                         props[key] = getattr(img, key)
             except sdk_exc.NotFoundException:
                 props = {}  # image deleted since: the flavor alone decides
+            except Exception as exc:  # no image service in the catalogue, Glance down
+                # the flavor still decides; asking again would block a flavor
+                # that does ask for channels behind an image service we lack
+                LOG.info("instance %s: image %s properties not read (%s): the flavor "
+                         "decides", instance_uuid, image, exc)
         return wanted(specs, props)

@@ -13,13 +13,20 @@ it); 404 ``itemNotFound`` for an unknown server; 400 ``badRequest`` for a
 bad body. Each accepted one is kept in ``actions`` as (server, action,
 type).
 ``GET /v2.1/servers/{server_id}`` ("Show Server Details") answers
-``{"server": {"id", "name", "status", "tenant_id", "user_id", ...}}`` with
-the project given in ``projects`` (the Aodh sink looks it up).  ``GET /``
+``{"server": {"id", "name", "status", "tenant_id", "user_id", "flavor",
+"image", ...}}`` with the project given in ``projects`` (the Aodh sink looks
+it up) and the flavor given in ``flavors``: from microversion 2.47 on (the
+``OpenStack-API-Version: compute 2.N`` or ``X-OpenStack-Nova-API-Version``
+header) the flavor is embedded (``original_name``, ``vcpus``, ``ram``,
+``disk``, ``ephemeral``, ``swap``, ``extra_specs``), before it only
+``{"id", "links"}``, and ``GET /v2.1/flavors/{flavor_id}/os-extra_specs``
+("List Extra Specs For A Flavor") answers ``{"extra_specs": {...}}``.  ``GET /``
 and ``GET /v2.1`` serve the version documents openstacksdk's microversion
 discovery reads.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from fastapi import Request, Response
@@ -28,20 +35,56 @@ from fastapi.responses import JSONResponse
 from nfvha.standins._http import Standin
 
 
-def _version_doc(base: str) -> dict[str, Any]:
-    return {"id": "v2.1", "status": "CURRENT", "version": "2.96", "min_version": "2.1",
+def _version_doc(base: str, version: str = "2.96") -> dict[str, Any]:
+    return {"id": "v2.1", "status": "CURRENT", "version": version, "min_version": "2.1",
             "updated": "2013-07-23T11:33:21Z",
             "links": [{"rel": "self", "href": f"{base}/v2.1/"}]}
+
+
+@dataclass(frozen=True)
+class Flavor:
+    id: str
+    name: str
+    extra_specs: dict[str, str] = field(default_factory=dict)
+    vcpus: int = 1
+    ram: int = 512
+    disk: int = 1
+
+
+DEFAULT_FLAVOR = Flavor("1", "m1.tiny")
+FLAVOR_EMBEDDED_FROM = (2, 47)  # microversion from which servers embed their flavor
+
+
+def _microversion(request: Request) -> tuple[int, int]:
+    """The compute microversion a request asks for (2.1 without a header)."""
+    value = request.headers.get("openstack-api-version", "")
+    if value.lower().startswith("compute "):
+        value = value[len("compute "):]
+    else:
+        value = request.headers.get("x-openstack-nova-api-version", "")
+    major, _, minor = value.strip().partition(".")
+    if value.strip() == "latest":
+        return (2, 96)
+    try:
+        return (int(major), int(minor))
+    except ValueError:
+        return (2, 1)
 
 
 class NovaStandin(Standin):
     title = "Nova stand-in"
 
     def __init__(self, servers: Optional[set[str]] = None,
-                 projects: Optional[dict[str, str]] = None) -> None:
+                 projects: Optional[dict[str, str]] = None,
+                 flavors: Optional[dict[str, Flavor]] = None,
+                 max_version: str = "2.96") -> None:
         # None = every server id exists
         self.servers = servers
         self.projects = projects or {}
+        # server id -> its flavor (others get DEFAULT_FLAVOR)
+        self.flavors = flavors if flavors is not None else {}
+        self.flavor_shows = 0  # GET /servers/{id} that carried a flavor
+        self.max_version = max_version  # an older cloud: e.g. "2.46"
         self.shown = 0
         self.states: dict[str, str] = {}
         # accepted reboot / os-stop calls: (server id, "reboot" | "os-stop", type or None)
@@ -58,21 +101,38 @@ class NovaStandin(Standin):
 
         @app.get("/")
         async def versions(request: Request) -> dict[str, Any]:
-            return {"versions": [_version_doc(str(request.base_url).rstrip("/"))]}
+            return {"versions": [_version_doc(str(request.base_url).rstrip("/"),
+                                              self.max_version)]}
 
         @app.get("/v2.1")
         @app.get("/v2.1/")
         async def version(request: Request) -> dict[str, Any]:
-            return {"version": _version_doc(str(request.base_url).rstrip("/"))}
+            return {"version": _version_doc(str(request.base_url).rstrip("/"),
+                                             self.max_version)}
 
         @app.get("/v2.1/servers/{server_id}")
         async def show(server_id: str, request: Request) -> Response:
+            _rec, failed = await self._record(request)  # in attempts; fail_next applies
+            if failed is not None:
+                return failed
             if self.servers is not None and server_id not in self.servers:
                 return JSONResponse({"itemNotFound": {
                     "code": 404, "message": f"Instance {server_id} could not be found."}}, 404)
             self.shown += 1
             state = self.states.get(server_id, "active")
+            base = str(request.base_url).rstrip("/")
+            fl = self.flavors.get(server_id, DEFAULT_FLAVOR)
+            if _microversion(request) >= FLAVOR_EMBEDDED_FROM:
+                flavor: dict[str, Any] = {
+                    "original_name": fl.name, "vcpus": fl.vcpus, "ram": fl.ram,
+                    "disk": fl.disk, "ephemeral": 0, "swap": 0,
+                    "extra_specs": dict(fl.extra_specs)}
+            else:
+                flavor = {"id": fl.id, "links": [
+                    {"rel": "bookmark", "href": f"{base}/flavors/{fl.id}"}]}
+            self.flavor_shows += 1
             return JSONResponse({"server": {
+                "flavor": flavor, "image": "",
                 "id": server_id, "name": f"vm-{server_id[:8]}",
                 "status": "ERROR" if state == "error" else "ACTIVE",
                 "tenant_id": self.projects.get(server_id, "standin-project"),
@@ -80,6 +140,17 @@ class NovaStandin(Standin):
                 "links": [{"rel": "self",
                            "href": f"{str(request.base_url).rstrip('/')}/v2.1/servers/"
                                    f"{server_id}"}]}})
+
+        @app.get("/v2.1/flavors/{flavor_id}/os-extra_specs")
+        async def extra_specs(flavor_id: str, request: Request) -> Response:
+            _rec, failed = await self._record(request)
+            if failed is not None:
+                return failed
+            known = {f.id: f for f in (*self.flavors.values(), DEFAULT_FLAVOR)}
+            if flavor_id not in known:
+                return JSONResponse({"itemNotFound": {
+                    "code": 404, "message": f"Flavor {flavor_id} could not be found."}}, 404)
+            return JSONResponse({"extra_specs": dict(known[flavor_id].extra_specs)})
 
         @app.post("/v2.1/servers/{server_id}/action")
         async def action(server_id: str, request: Request) -> Response:
