@@ -174,7 +174,20 @@ def build_source(conf: cfg.ConfigOpts) -> Any:
     except ImportError as exc:
         raise SystemExit("nfvha: [compute] instances_source = libvirt needs libvirt-python "
                          f"(pip install 'nfvha[libvirt]'): {exc}") from None
-    return LibvirtSource(conf.compute.libvirt_uri, loss_wait_s=conf.compute.loss_wait_s)
+    source = LibvirtSource(conf.compute.libvirt_uri, loss_wait_s=conf.compute.loss_wait_s)
+    cloud = conf.compute.nova_cloud
+    if not cloud:
+        return source
+    from nfvha.compute.autoplug import Autoplug, AutoplugSource
+    from nfvha.compute.flavor import ChannelRequests
+
+    def connect() -> Any:
+        import openstack
+
+        return openstack.connect() if cloud == "envvars" else openstack.connect(cloud=cloud)
+
+    return AutoplugSource(source, Autoplug(ChannelRequests(connect), conf.compute.libvirt_uri,
+                                           conf.compute.channels_dir))
 
 
 async def start_stack(conf: cfg.ConfigOpts, *, controller: bool, compute: bool,

@@ -22,6 +22,15 @@ OPTS = [
                     "cgcs.messaging.<name>.sock): where Nova/StarlingX put them, so the "
                     "'directory' source finds them too. libvirt creates the socket and "
                     "hands it to QEMU."),
+    cfg.StrOpt("nova_cloud", default="",
+               help="With the 'libvirt' source: the clouds.yaml entry of nfvha's service "
+                    "user ('envvars': the OS_* environment) through which the compute agent "
+                    "asks Nova which channels a starting instance's flavor wants "
+                    "(hw:nfvha_heartbeat=true, hw:nfvha_messaging=true; StarlingX's "
+                    "sw:wrs:guest:heartbeat=true, sw:wrs:srv_grp_messaging=true) or its "
+                    "image (hw_nfvha_heartbeat=true), and hot-plugs them into the domain "
+                    "(sockets in channels_dir). Empty: nothing is plugged automatically "
+                    "(`nfvha attach` does it by hand)."),
     cfg.FloatOpt("loss_wait_s", default=3.0, min=0.0, max=60.0,
                  help="How long the 'libvirt' source waits for libvirt to say why an "
                       "enabled guest's heartbeat channel closed (the domain's lifecycle "

@@ -143,10 +143,13 @@ class GuestFleet:
 
     async def add(self, label: str, *, interval_ms: int = 250,
                   corrective_action: str = "reboot", start: bool = True,
-                  probe_period_ms: int = 50, heartbeat: bool = True) -> LibvirtGuest:
+                  probe_period_ms: int = 50, heartbeat: bool = True,
+                  nova: domain_xml.NovaMeta | None = None,
+                  uuid: str | None = None) -> LibvirtGuest:
         """Defines (and starts) one guest. ``heartbeat`` False: no heartbeat
-        channel in its XML (for hot-plug)."""
-        uid = str(uuidlib.uuid4())
+        channel in its XML (for hot-plug). ``nova``: the metadata Nova's
+        libvirt driver writes (flavor name, owner)."""
+        uid = uuid or str(uuidlib.uuid4())
         name = f"{self.prefix}-{label}-{uid[:8]}"
         g = LibvirtGuest(
             name, uid,
@@ -162,7 +165,7 @@ class GuestFleet:
         xml = domain_xml.minimal_domain(
             name, uid, memory_mib=self.memory_mib, kernel=str(self.image.kernel),
             initrd=str(self.image.initrd), cmdline=cmdline, channels=channels,
-            console_log=str(g.console_log), panic="isa")
+            console_log=str(g.console_log), panic="isa", nova=nova)
         await asyncio.to_thread(lambda: self.conn().defineXML(xml))
         self.guests.append(g)
         if start:

@@ -194,7 +194,9 @@ class LibvirtSource:
     def __init__(self, uri: str = "qemu:///system", *, loss_wait_s: float = 3.0,
                  on_crash: Callable[[str, str], object] | None = None,
                  reconnect_max_s: float = 5.0, keepalive_s: int = 5,
-                 stop_memory_s: float = 120.0) -> None:
+                 stop_memory_s: float = 120.0,
+                 on_domain: Callable[[domain_xml.DomainInfo], object] | None = None
+                 ) -> None:
         """`on_crash(uuid, detail)`: a crash no explain_loss was waiting for
         (called on the asyncio loop); default the pool's report_fault(uuid,
         "vm_crashed", detail). `stop_memory_s`: how long a stop is remembered
@@ -202,6 +204,9 @@ class LibvirtSource:
         self.uri = uri
         self.loss_wait_s = loss_wait_s
         self.on_crash = on_crash
+        # every running domain as read (start, re-list, device change): the
+        # flavor's channels are hot-plugged from there (compute/autoplug.py)
+        self.on_domain = on_domain
         self.reconnect_max_s = reconnect_max_s
         self.keepalive_s = keepalive_s
         self.stop_memory_s = stop_memory_s
@@ -640,6 +645,11 @@ class LibvirtSource:
         except domain_xml.DomainXMLError as exc:
             LOG.warning("domain %s (%s): %s", f.name, f.uuid, exc)
             return
+        if self.on_domain is not None:
+            try:
+                self.on_domain(info)
+            except Exception:
+                LOG.exception("on_domain for %s failed", f.uuid)
         dom = _Domain(info.name)
         for ch in info.channels:
             key = info.uuid if ch.kind == HEARTBEAT else info.name
