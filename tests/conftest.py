@@ -190,3 +190,54 @@ def libvirtd():
         missing(f"libvirtd does not start here: {exc}")
     yield daemon
     daemon.stop()
+
+
+class StubController:
+    """A controller's bus endpoint as a compute agent test needs it: keeps the
+    faults (acked) and the recovery results, takes the rest."""
+
+    controller_id = "ctl-1"
+
+    def __init__(self) -> None:
+        self.faults: list[dict] = []
+        self.results: list[dict] = []
+
+    async def hello(self, **kw: object) -> None:
+        pass
+
+    async def instance_state(self, **kw: object) -> None:
+        pass
+
+    async def alive(self, **kw: object) -> None:
+        pass
+
+    async def fault(self, event: dict) -> dict:
+        self.faults.append(event)
+        return {"ok": True, "id": event["id"]}
+
+    async def recovery_result(self, **kw: object) -> None:
+        self.results.append(kw)
+
+
+class RecordingSink:
+    """A reporter that acknowledges and keeps every event it is given."""
+
+    name = "record"
+
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+
+    async def deliver(self, event: dict) -> None:
+        self.events.append(event)
+
+
+@pytest.fixture(scope="session")
+def guest_image():
+    """The project's guest image (nfvha/demo/guest_image.py), built (cached)
+    and installed where libvirt's QEMU can read it."""
+    from nfvha.demo.libvirt_guests import prepare_image
+
+    try:
+        return prepare_image()
+    except SystemExit as exc:  # the builder's way to say a part is missing
+        missing(f"guest image: {exc}")

@@ -10,33 +10,14 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Any
 
-from conftest import until
+from conftest import StubController, until
 
 from nfvha.bus import make_bus
 from nfvha.compute.agent import ComputeAgent
 from nfvha.compute.simguest import Simulator
 from nfvha.compute.sources import LossVerdict
 from nfvha.compute.sources.directory import DirectorySource
-
-
-class Controller:
-    def __init__(self) -> None:
-        self.faults: list[dict] = []
-
-    async def hello(self, **kw: Any) -> None:
-        pass
-
-    async def instance_state(self, **kw: Any) -> None:
-        pass
-
-    async def alive(self, **kw: Any) -> None:
-        pass
-
-    async def fault(self, event: dict) -> dict:
-        self.faults.append(event)
-        return {"ok": True, "id": event["id"]}
 
 
 class ExplainingSource(DirectorySource):
@@ -60,7 +41,7 @@ class ExplainingSource(DirectorySource):
 async def test_the_sources_verdict_decides_what_a_lost_channel_is(sock_dir: Path) -> None:
     bus = make_bus("inproc://")
     await bus.start()
-    ctl = Controller()
+    ctl = StubController()
     await bus.serve_controller(ctl)
     sim = Simulator(sock_dir, 3, "normal", 300)
     shut, crashed, lost = await sim.start()
@@ -123,7 +104,7 @@ async def test_a_source_that_fails_or_hangs_leaves_channel_lost_standing(
 
     bus = make_bus("inproc://")
     await bus.start()
-    ctl = Controller()
+    ctl = StubController()
     await bus.serve_controller(ctl)
     sim = Simulator(sock_dir, 2, "normal", 100)
     fails, hangs = await sim.start()
@@ -156,7 +137,7 @@ async def test_the_directory_source_explains_nothing_and_cannot_recover(sock_dir
 async def test_report_fault_carries_the_registered_corrective_action(sock_dir: Path) -> None:
     bus = make_bus("inproc://")
     await bus.start()
-    ctl = Controller()
+    ctl = StubController()
     await bus.serve_controller(ctl)
     sim = Simulator(sock_dir, 1, "normal", 100)
     (u,) = await sim.start()

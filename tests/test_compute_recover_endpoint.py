@@ -8,39 +8,14 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
-from conftest import until
+from conftest import StubController, until
 
 from nfvha.bus import make_bus
 from nfvha.compute.agent import RECOVERIES_KEPT, AgentEndpoint, ComputeAgent
 from nfvha.compute.simguest import Simulator
 from nfvha.compute.sources.directory import DirectorySource
 from nfvha.controller.timeutil import parse_utc
-
-
-class Controller:
-    controller_id = "ctl-1"
-
-    def __init__(self) -> None:
-        self.faults: list[dict] = []
-        self.results: list[dict] = []
-
-    async def hello(self, **kw: Any) -> None:
-        pass
-
-    async def instance_state(self, **kw: Any) -> None:
-        pass
-
-    async def alive(self, **kw: Any) -> None:
-        pass
-
-    async def fault(self, event: dict) -> dict:
-        self.faults.append(event)
-        return {"ok": True, "id": event["id"]}
-
-    async def recovery_result(self, **kw: Any) -> None:
-        self.results.append(kw)
 
 
 class ResettingSource(DirectorySource):
@@ -66,7 +41,7 @@ class ResettingSource(DirectorySource):
 async def _world(sock_dir: Path, source: DirectorySource | None = None, guests: int = 0):
     bus = make_bus("inproc://")
     await bus.start()
-    ctl = Controller()
+    ctl = StubController()
     await bus.serve_controller(ctl)
     sim = Simulator(sock_dir, guests, "normal", 200)
     uuids = await sim.start() if guests else []

@@ -10,10 +10,9 @@ from __future__ import annotations
 import asyncio
 import uuid as uuidlib
 from pathlib import Path
-from typing import Any
 
 import pytest
-from conftest import until
+from conftest import RecordingSink, until
 
 from nfvha.bus import make_bus
 from nfvha.compute.agent import ComputeAgent
@@ -29,33 +28,11 @@ from nfvha.standins.nova import Flavor, NovaStandin
 pytestmark = [pytest.mark.system, pytest.mark.slow]
 
 
-class Recorder:
-    name = "record"
-
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-
-    async def deliver(self, event: dict[str, Any]) -> None:
-        self.events.append(event)
-
-
-@pytest.fixture(scope="module")
-def image():
-    from conftest import missing
-
-    from nfvha.demo.libvirt_guests import prepare_image
-
-    try:
-        return prepare_image()
-    except SystemExit as exc:
-        missing(f"guest image: {exc}")
-
-
 async def test_a_running_vm_gets_the_channel_its_flavor_asks_for_and_detach_is_no_fault(
-        libvirtd, image, tmp_path: Path) -> None:
+        libvirtd, guest_image, tmp_path: Path) -> None:
     from nfvha.demo.libvirt_guests import GuestFleet
 
-    fleet = GuestFleet(libvirtd.uri, image)
+    fleet = GuestFleet(libvirtd.uri, guest_image)
     asks, plain = str(uuidlib.uuid4()), str(uuidlib.uuid4())
     nova = NovaStandin(flavors={asks: Flavor("7", "nfvha.hb", {"hw:nfvha_heartbeat": "true"}),
                                 plain: Flavor("8", "m1.small")})
@@ -63,7 +40,7 @@ async def test_a_running_vm_gets_the_channel_its_flavor_asks_for_and_detach_is_n
     nova.fail_next(2, 503)  # Nova busy at first: asked again
     bus = make_bus("inproc://")
     await bus.start()
-    rec = Recorder()
+    rec = RecordingSink()
     ctl = Controller(db_url=f"sqlite:///{tmp_path / 'c.sqlite'}", reporters=[rec], bus=bus,
                      agent_down_after_s=0)
     await ctl.start()

@@ -24,17 +24,6 @@ from nfvha.protocol import host
 pytestmark = [pytest.mark.system, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def image():
-    from nfvha.demo import guest_image
-
-    try:
-        img = guest_image.build()
-    except SystemExit as exc:  # the builder's way to say a part is missing
-        from conftest import missing
-
-        missing(f"guest image: {exc}")
-    return guest_image.install(img)
 
 
 @pytest.fixture
@@ -45,7 +34,7 @@ def domains(libvirtd):
 
 
 async def test_hotplugged_guest_registers_survives_a_reset_and_its_crash_is_explained(
-        libvirtd, domains, image) -> None:
+        libvirtd, domains, guest_image) -> None:
     from nfvha.demo.guest_image import kernel_cmdline
 
     outputs: list[tuple[str, object]] = []
@@ -68,7 +57,8 @@ async def test_hotplugged_guest_registers_survives_a_reset_and_its_crash_is_expl
 
     try:
         xml = domain_xml.minimal_domain(
-            d.name, d.uuid, memory_mib=256, kernel=str(image.kernel), initrd=str(image.initrd),
+            d.name, d.uuid, memory_mib=256, kernel=str(guest_image.kernel),
+            initrd=str(guest_image.initrd),
             cmdline=kernel_cmdline(interval_ms=300, wait_ports=()),
             console_log=str(domains.dir / f"{d.name}.console"))
         await asyncio.to_thread(lambda: domains.conn().createXML(xml, 0))
@@ -102,7 +92,7 @@ async def test_hotplugged_guest_registers_survives_a_reset_and_its_crash_is_expl
         await pool.stop()
 
 
-async def test_guest_kernel_panic_is_vm_crashed_once(libvirtd, domains, image) -> None:
+async def test_guest_kernel_panic_is_vm_crashed_once(libvirtd, domains, guest_image) -> None:
     """pvpanic: the guest's panic is libvirt's CRASHED/PANICKED event, then
     (on_crash destroy) STOPPED/CRASHED and the channel closes: one vm_crashed."""
     from nfvha.demo.guest_image import CONTROL_PORT, kernel_cmdline
@@ -119,7 +109,8 @@ async def test_guest_kernel_panic_is_vm_crashed_once(libvirtd, domains, image) -
     control = str(domains.dir / f"control.{d.uuid[:8]}.sock")
     try:
         xml = domain_xml.minimal_domain(
-            d.name, d.uuid, memory_mib=256, kernel=str(image.kernel), initrd=str(image.initrd),
+            d.name, d.uuid, memory_mib=256, kernel=str(guest_image.kernel),
+            initrd=str(guest_image.initrd),
             cmdline=kernel_cmdline(interval_ms=300), panic="isa",
             channels={"cgcs.heartbeat": d.hb_path, CONTROL_PORT: control},
             console_log=str(domains.dir / f"{d.name}.console"))

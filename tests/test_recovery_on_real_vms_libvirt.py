@@ -14,43 +14,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import RecordingSink
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
 
 
-class Recorder:
-    """A sink that acknowledges and remembers every event it is given."""
-
-    name = "record"
-
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-
-    async def deliver(self, event: dict[str, Any]) -> None:
-        self.events.append(event)
-
-
-@pytest.fixture(scope="module")
-def image():
-    from conftest import missing
-
-    from nfvha.demo.libvirt_guests import prepare_image
-
-    try:
-        return prepare_image()
-    except SystemExit as exc:  # the builder's way to say a part is missing
-        missing(f"guest image: {exc}")
-
-
 @pytest.fixture
-async def rig(libvirtd, image, tmp_path: Path):
+async def rig(libvirtd, guest_image, tmp_path: Path):
     from nfvha.cli.services import load_conf
     from nfvha.demo.qemu_libvirt import RecoveryRig
 
-    rec = Recorder()
+    rec = RecordingSink()
     r = RecoveryRig(load_conf([]), libvirtd.uri, tmp_path, reporters=[rec])
     r.recorder = rec  # type: ignore[attr-defined]
-    await r.start(image)
+    await r.start(guest_image)
     yield r
     await r.stop()
 
