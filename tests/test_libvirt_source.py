@@ -286,3 +286,21 @@ async def test_libvirtd_restart_under_the_source(libvirtd, domains, source) -> N
     assert pool.withdrawn("heartbeat", a.uuid) == [f"domain {a.name} destroyed"]
     b = await domains.start("l2")
     await until(lambda: ("heartbeat", b.uuid) in pool.offered, 15)
+
+
+@pytest.mark.system
+@pytest.mark.slow
+async def test_a_reset_asked_while_libvirtd_restarts_waits_for_it_and_is_carried_out(
+        libvirtd, domains, source) -> None:
+    if libvirtd.reused:
+        missing("the running libvirtd is not ours to restart")
+    src, pool, crashes = source
+    a = await domains.start("w", persistent=True)
+    await until(lambda: ("heartbeat", a.uuid) in pool.offered, 15)
+    await asyncio.to_thread(a.settled)
+    restart = asyncio.create_task(asyncio.to_thread(libvirtd.restart_libvirtd))
+    await until(lambda: not src.connected, 30)
+    ok, detail = await src.recover(a.uuid, "reset")  # asked while libvirtd is away
+    await restart
+    assert (ok, detail) == (True, "reset"), detail
+    assert a.state() == libvirt.VIR_DOMAIN_RUNNING and crashes == []

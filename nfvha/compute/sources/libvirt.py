@@ -194,7 +194,7 @@ class LibvirtSource:
     def __init__(self, uri: str = "qemu:///system", *, loss_wait_s: float = 3.0,
                  on_crash: Callable[[str, str], object] | None = None,
                  reconnect_max_s: float = 5.0, keepalive_s: int = 5,
-                 stop_memory_s: float = 120.0,
+                 stop_memory_s: float = 120.0, recover_wait_s: float = 30.0,
                  on_domain: Callable[[domain_xml.DomainInfo], object] | None = None
                  ) -> None:
         """`on_crash(uuid, detail)`: a crash no explain_loss was waiting for
@@ -204,6 +204,7 @@ class LibvirtSource:
         self.uri = uri
         self.loss_wait_s = loss_wait_s
         self.on_crash = on_crash
+        self.recover_wait_s = recover_wait_s
         # every running domain as read (start, re-list, device change): the
         # flavor's channels are hot-plugged from there (compute/autoplug.py)
         self.on_domain = on_domain
@@ -301,14 +302,29 @@ class LibvirtSource:
                     del self._waiters[uuid]
 
     async def recover(self, uuid: str, action: str) -> tuple[bool, str]:
+        """Carries out `action`; a libvirtd that is away (restarting) is
+        waited for, up to `recover_wait_s`, so the action is not lost."""
         if action not in ("reset", "destroy"):
             return False, f"unknown recovery action {action!r}"
-        if self._conn is None:
-            return False, f"libvirtd at {self.uri} is not reachable"
-        try:
-            ok, detail = await self._call(self._recover_blocking, uuid.lower(), action)
-        except libvirt.libvirtError as exc:
-            ok, detail = False, _msg(exc)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.recover_wait_s
+        while True:
+            if self._conn is None or not self.connected:
+                if loop.time() >= deadline:
+                    return False, (f"libvirtd at {self.uri} not reachable for "
+                                   f"{self.recover_wait_s:.0f} s")
+                await asyncio.sleep(0.1)
+                continue
+            try:
+                ok, detail = await self._call(self._recover_blocking, uuid.lower(), action)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() in _CONNECTION_ERRORS and loop.time() < deadline:
+                    LOG.warning("instance %s: recovery %s waits for libvirtd: %s", uuid,
+                                action, _msg(exc))
+                    await asyncio.sleep(0.2)
+                    continue
+                ok, detail = False, _msg(exc)
+            break
         LOG.warning("instance %s: recovery %s: %s (%s)", uuid, action,
                     "done" if ok else "failed", detail)
         return ok, detail
@@ -786,6 +802,12 @@ class LibvirtSource:
         else:
             conn.createXML(xml, 0)
         return True, f"{why}; {done}"
+
+
+# the connection to libvirtd broke (it restarts): worth waiting for, not a refusal
+_CONNECTION_ERRORS = frozenset({libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_ERR_RPC,
+                                libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_INVALID_CONN,
+                                libvirt.VIR_ERR_INTERNAL_ERROR})
 
 
 def _msg(exc: Exception) -> str:
