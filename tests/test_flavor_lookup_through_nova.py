@@ -60,3 +60,32 @@ async def test_an_unreachable_nova_is_asked_again_and_an_unknown_server_asks_not
         calls = []
         assert await req.lookup_retrying(a, still_wanted=lambda: len(calls) < 2
                                          and not calls.append(1)) is None
+
+
+def test_image_properties_are_read_as_the_sdk_gives_glances_answer() -> None:
+    """Glance returns extra properties at the image's top level; openstacksdk's
+    Image keeps the unknown ones in .properties. Read through that mapping
+    (an SDK-built Image from Glance's JSON); a flavor that asks nothing and
+    an image that asks decide together."""
+    from openstack.compute.v2.server import Server
+    from openstack.image.v2.image import Image
+
+    image_id = str(uuid.uuid4())
+
+    class Compute:
+        def get_server(self, server_id: str) -> Server:
+            return Server.existing(id=server_id, flavor={"original_name": "m1.small",
+                                                         "extra_specs": {}},
+                                   image={"id": image_id})
+
+    class Glance:
+        def get_image(self, wanted: str) -> Image:
+            assert wanted == image_id
+            return Image.existing(id=image_id, name="vnf", hw_nfvha_heartbeat="true",
+                                  hw_nfvha_messaging="True", hw_qemu_guest_agent="yes")
+
+    class Conn:
+        compute, image = Compute(), Glance()
+
+    req = ChannelRequests(Conn)
+    assert req._ask(str(uuid.uuid4()), None) == Wanted(heartbeat=True, messaging=True)
