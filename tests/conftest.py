@@ -194,19 +194,20 @@ def libvirtd():
 
 class StubController:
     """A controller's bus endpoint as a compute agent test needs it: keeps the
-    faults (acked) and the recovery results, takes the rest."""
+    faults (acked), the state changes and the recovery results, takes the rest."""
 
     controller_id = "ctl-1"
 
     def __init__(self) -> None:
         self.faults: list[dict] = []
         self.results: list[dict] = []
+        self.states: list[dict] = []
 
     async def hello(self, **kw: object) -> None:
         pass
 
     async def instance_state(self, **kw: object) -> None:
-        pass
+        self.states.append(kw)
 
     async def alive(self, **kw: object) -> None:
         pass

@@ -79,6 +79,13 @@ async def test_the_sources_verdict_decides_what_a_lost_channel_is(sock_dir: Path
         for f in losses():
             assert t0 <= f["detected_mono"] < t1 + 0.4, f
         assert agent.counters["losses_explained"] == 1 and len(losses()) == 2
+        # the controller (and so the server-group peers) never sees the shut
+        # down VM "failed": its state goes from enabled to disabled; the others fail
+        def states(u: str) -> list[str]:
+            return [c["state"] for c in ctl.states if c["instance_uuid"] == u]
+        await until(lambda: states(shut)[-1:] == ["disabled"] and all(
+            states(u)[-1:] == ["failed"] for u in (crashed, lost)))
+        assert "failed" not in states(shut)
         # observers see the faults as they went out
         assert sorted((u, k) for u, k, _ in seen if k != "heartbeat_loss") == sorted(
             [(crashed, "vm_crashed"), (lost, "channel_lost")])

@@ -121,6 +121,9 @@ class ComputeAgent:
         self._tasks: list[asyncio.Task[None]] = []
         self._replies: set[asyncio.Task[Any]] = set()  # answers on their way to a controller
         self._explaining: set[asyncio.Task[None]] = set()  # lost channels asked about
+        # a lost channel's "failed" waits for the source's verdict: a VM its
+        # owner shut down must not look failed to the controller or its peers
+        self._held: dict[str, tuple[hostsm.StateChanged, float] | None] = {}
         self._recoveries: OrderedDict[str, _Recovery] = OrderedDict()
         self._clock = _Clock()
         self._running = False
@@ -224,24 +227,31 @@ class ComputeAgent:
     # -- outputs of the sessions ----------------------------------------------------------
     def _output(self, session: InstanceSession, out: Any, now: float) -> None:
         if isinstance(out, hostsm.StateChanged):
-            self.counters["state_changes"] += 1
-            times = {} if out.vote_secs is None else {
-                "vote_secs": out.vote_secs, "shutdown_notice_secs": out.shutdown_notice_secs,
-                "suspend_notice_secs": out.suspend_notice_secs,
-                "resume_notice_secs": out.resume_notice_secs, "restart_secs": out.restart_secs}
-            self._cast("instance_state", host=self.host, instance_uuid=session.uuid,
-                       state=out.state, health=out.health, interval_ms=out.interval_ms,
-                       corrective_action=out.corrective_action, name=out.name,
-                       at=self._clock.iso(now), **times)
+            if out.state == hostsm.FAILED and session.uuid in self._held:
+                self._held[session.uuid] = (out, now)  # cast once the verdict is known
+                return
+            self._state_changed(session.uuid, out, now)
         elif isinstance(out, hostsm.Fault):
             if out.kind == CHANNEL_LOST:
-                self._explain(session.uuid, out, now)
+                self._held.setdefault(session.uuid, None)
+                self._explain(session, out, now)
             else:
                 self._fault(session.uuid, out, now)
             return  # observers see it as it goes out
         elif isinstance(out, hostsm.Violation):
             self.counters["violations"] += 1
         self._notify(session.uuid, out, now)
+
+    def _state_changed(self, uuid: str, out: hostsm.StateChanged, now: float) -> None:
+        self.counters["state_changes"] += 1
+        times = {} if out.vote_secs is None else {
+                "vote_secs": out.vote_secs, "shutdown_notice_secs": out.shutdown_notice_secs,
+                "suspend_notice_secs": out.suspend_notice_secs,
+            "resume_notice_secs": out.resume_notice_secs, "restart_secs": out.restart_secs}
+        self._cast("instance_state", host=self.host, instance_uuid=uuid,
+                   state=out.state, health=out.health, interval_ms=out.interval_ms,
+                   corrective_action=out.corrective_action, name=out.name,
+                   at=self._clock.iso(now), **times)
 
     def _notify(self, uuid: str, out: Any, now: float) -> None:
         for observer in self._observers:
@@ -273,18 +283,29 @@ class ComputeAgent:
         action = reg.corrective_action if reg is not None else "none"
         return self._fault(key, hostsm.Fault(kind, action, detail), time.monotonic())
 
-    def _explain(self, uuid: str, out: hostsm.Fault, now: float) -> None:
-        task = asyncio.get_running_loop().create_task(self._explain_loss(uuid, out, now))
+    def _explain(self, session: InstanceSession, out: hostsm.Fault, now: float) -> None:
+        task = asyncio.get_running_loop().create_task(self._explain_loss(session, out, now))
         self._explaining.add(task)
         task.add_done_callback(self._explaining.discard)
 
-    async def _explain_loss(self, uuid: str, out: hostsm.Fault, now: float) -> None:
+    def _release(self, session: InstanceSession) -> None:
+        """The held "failed" goes out after all (the loss was a fault), unless
+        the guest is back meanwhile (that newer state went out already)."""
+        held = self._held.pop(session.uuid, None)
+        if held is not None and session.state.phase == hostsm.FAILED:
+            self._state_changed(session.uuid, *held)
+            self._notify(session.uuid, *held)
+
+    async def _explain_loss(self, session: InstanceSession, out: hostsm.Fault,
+                            now: float) -> None:
         """The heartbeat channel of an enabled guest closed: the source says
         whether that is no fault, a crashed VM, or a lost channel."""
+        uuid = session.uuid
         try:
             verdict = await asyncio.wait_for(self.source.explain_loss(uuid), EXPLAIN_TIMEOUT_S)
         except asyncio.CancelledError:
             self._fault(uuid, out, now)  # stopping: the fault stands, to the outbox/spool
+            self._release(session)
             raise
         except Exception as exc:
             LOG.warning("instance %s: %s could not explain the channel loss (%s: %s)",
@@ -296,6 +317,10 @@ class ComputeAgent:
             self.counters["losses_explained"] += 1
             LOG.info("instance %s: channel closed, no fault (%s: %s)", uuid,
                      self.source.name, detail)
+            self._held.pop(uuid, None)
+            # not failed but gone for a reason: disabled (unless it came back meanwhile)
+            if session.state.phase == hostsm.FAILED and session.transport is None:
+                session.standby(str(detail) or "channel closed, no fault")
             return
         if kind == VM_CRASHED:
             out = replace(out, kind=VM_CRASHED, detail=str(detail) or out.detail)
@@ -303,6 +328,7 @@ class ComputeAgent:
             LOG.warning("instance %s: %s gave an unknown verdict %r: channel_lost stands",
                         uuid, self.source.name, kind)
         self._fault(uuid, out, now)
+        self._release(session)
 
     def _record(self, session: InstanceSession) -> dict[str, Any]:
         return {**session.record(), "at": self._clock.iso(time.monotonic())}
