@@ -509,8 +509,15 @@ class PacemakerCluster:
                           f"no failure of {name} detected")
 
     def wait_restarted(self, name: str, since: float, timeout: float) -> OpEvent:
-        return self._wait(lambda: self.restarted(name, since), timeout,
-                          f"{name} not restarted")
+        try:
+            return self._wait(lambda: self.restarted(name, since), timeout,
+                              f"{name} not restarted")
+        except ClusterError as exc:
+            # what Pacemaker did meanwhile, to tell a slow restart from a missed one
+            seen = [f"{e.task} rc={e.rc} {e.status} at {e.mono - since:+.3f}s"
+                    for e in self.op_events(name) if e.mono >= since - 1.0]
+            raise ClusterError(f"{exc}; its operations since the fault: "
+                               f"{'; '.join(seen) or 'none'}") from None
 
     @staticmethod
     def _wait(fn, timeout: float, what: str):
