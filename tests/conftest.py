@@ -242,3 +242,5 @@ def guest_image():
         return prepare_image()
     except SystemExit as exc:  # the builder's way to say a part is missing
         missing(f"guest image: {exc}")
+    except PermissionError as exc:  # installing it for libvirt's QEMU needs root
+        missing(f"guest image not installable for libvirt: {exc}")
