@@ -472,11 +472,6 @@ class LibvirtSource:
             self._life[uuid] += 1
             kind, text = stopped_verdict(detail)
             self._stopped(uuid, name, kind, f"domain {name} {text}")
-        elif event == libvirt.VIR_DOMAIN_EVENT_SUSPENDED and detail in _PLANNED_PAUSES:
-            # paused on purpose: the guest's silence is no fault (an I/O error,
-            # watchdog or API error pause is not explained: its loss stands)
-            if self._pool is not None:
-                self._pool.standby(uuid, f"domain {name} {_PLANNED_PAUSES[detail]}")
         elif event == libvirt.VIR_DOMAIN_EVENT_CRASHED:
             # guest panic with a pvpanic/isa-debugexit device; the domain may stay
             # (on_crash=preserve), be destroyed (a STOPPED/CRASHED follows) or restart
@@ -808,14 +803,6 @@ class LibvirtSource:
             conn.createXML(xml, 0)
         return True, f"{why}; {done}"
 
-
-# SUSPENDED details that are someone's decision, not a failure
-_PLANNED_PAUSES = {
-    libvirt.VIR_DOMAIN_EVENT_SUSPENDED_PAUSED: "paused",
-    libvirt.VIR_DOMAIN_EVENT_SUSPENDED_MIGRATED: "paused for migration",
-    libvirt.VIR_DOMAIN_EVENT_SUSPENDED_RESTORED: "paused after a restore",
-    libvirt.VIR_DOMAIN_EVENT_SUSPENDED_FROM_SNAPSHOT: "paused from a snapshot",
-}
 
 # the connection to libvirtd broke (it restarts): worth waiting for, not a refusal
 _CONNECTION_ERRORS = frozenset({libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_ERR_RPC,
