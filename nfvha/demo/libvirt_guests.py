@@ -105,8 +105,22 @@ class LibvirtGuest:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
+    async def ask(self, command: str, timeout: float = 90.0, attempt_s: float = 15.0) -> str:
+        """An idempotent command (bootid, ping, ports, state), asked again on a
+        fresh connection when an answer does not come: a line sent while the
+        guest reset may be lost with the reset."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            left = deadline - loop.time()
+            try:
+                return await self.control(command, min(attempt_s, max(left, 0.1)))
+            except GuestError:
+                if loop.time() >= deadline:
+                    raise
+
     async def boot_id(self, timeout: float = 90.0) -> str:
-        return await self.control("bootid", timeout)
+        return await self.ask("bootid", timeout)
 
 
 class GuestFleet:
