@@ -84,3 +84,23 @@ async def test_a_guest_that_asked_for_stop_is_destroyed_and_stays_off(rig: Any) 
               if e["instance_uuid"] == g.uuid]
     # the destroy's channel loss is no second fault
     assert [e["kind"] for e in events] == ["heartbeat_loss"]
+
+
+async def test_a_vm_paused_by_its_owner_is_no_fault_and_heartbeats_again_when_resumed(
+        rig: Any) -> None:
+    import asyncio
+    import time
+
+    g = await rig.fleet.add("pz", interval_ms=250, corrective_action="reboot")
+    await _registered(rig, g)
+    t0 = time.monotonic()
+    await asyncio.to_thread(lambda: g.domain().suspend())   # virsh suspend
+    await asyncio.sleep(3.0)                                # 12 intervals of silence
+    assert rig.faults_since(g.uuid, t0) == []
+    assert rig.seen.states[g.uuid][0] == "disabled"
+    await asyncio.to_thread(lambda: g.domain().resume())
+    assert await rig.wait_enabled(g.uuid, t0, 60) is not None, g.console()
+    assert rig.faults_since(g.uuid, t0) == []
+    events = [e for e in await rig.stack.controller.list_events()
+              if e["instance_uuid"] == g.uuid]
+    assert events == []  # nothing stored, nothing acted on

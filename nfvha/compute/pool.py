@@ -175,6 +175,14 @@ class ChannelPool:
             self._forget(s)
         # else: still connected (through the unlinked socket): forgotten on close
 
+    def standby(self, uuid: str, reason: str) -> None:
+        """For a source: the VM stays but will be silent for a reason the host
+        knows (paused by its owner, migrating): its heartbeat session stands
+        by (no fault); the guest's next registration enables it again."""
+        s = self.heartbeat.get(_key(HEARTBEAT, uuid))
+        if s is not None:
+            s.standby(reason)
+
     def report_fault(self, uuid: str, kind: str, detail: str) -> None:
         """For a source: a fault no channel reported (a domain crashed whose
         guest never registered or had already stopped heartbeating)."""

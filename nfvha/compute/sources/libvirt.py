@@ -472,11 +472,30 @@ class LibvirtSource:
             self._life[uuid] += 1
             kind, text = stopped_verdict(detail)
             self._stopped(uuid, name, kind, f"domain {name} {text}")
+        elif event == libvirt.VIR_DOMAIN_EVENT_SUSPENDED:
+            # Paused on purpose (its state's reason says so: a guest panic
+            # pauses the VM too, with another reason): the silence is no fault
+            self._spawn(self._paused(uuid, name))
         elif event == libvirt.VIR_DOMAIN_EVENT_CRASHED:
             # guest panic with a pvpanic/isa-debugexit device; the domain may stay
             # (on_crash=preserve), be destroyed (a STOPPED/CRASHED follows) or restart
             text = _CRASHED.get(detail, f"crashed (detail {detail})")
             self._crashed(uuid, f"domain {name} {text}")
+
+    async def _paused(self, uuid: str, name: str) -> None:
+        try:
+            state, reason = await self._call(self._state_reason_blocking, uuid)
+        except libvirt.libvirtError:
+            return  # gone meanwhile: its stop event tells
+        why = _PLANNED_PAUSES.get(reason) if state == libvirt.VIR_DOMAIN_PAUSED else None
+        if why is not None and self._pool is not None:
+            LOG.info("domain %s (%s) %s: its heartbeat stands by until it resumes",
+                     name, uuid, why)
+            self._pool.standby(uuid, f"domain {name} {why}")
+
+    def _state_reason_blocking(self, uuid: str) -> tuple[int, int]:
+        state, reason = self._need_conn().lookupByUUIDString(uuid).state()
+        return state, reason
 
     def _stopped(self, uuid: str, name: str, kind: str | None, detail: str) -> None:
         if kind == VM_CRASHED:
@@ -803,6 +822,18 @@ class LibvirtSource:
             conn.createXML(xml, 0)
         return True, f"{why}; {done}"
 
+
+# a paused domain's state reasons that are someone's decision, not a failure
+# (a guest panic, an I/O error, a watchdog or an unknown cause are not)
+_PLANNED_PAUSES = {
+    libvirt.VIR_DOMAIN_PAUSED_USER: "paused",
+    libvirt.VIR_DOMAIN_PAUSED_MIGRATION: "paused for migration",
+    libvirt.VIR_DOMAIN_PAUSED_SAVE: "paused to be saved",
+    libvirt.VIR_DOMAIN_PAUSED_DUMP: "paused for a dump",
+    libvirt.VIR_DOMAIN_PAUSED_SNAPSHOT: "paused for a snapshot",
+    libvirt.VIR_DOMAIN_PAUSED_FROM_SNAPSHOT: "paused from a snapshot",
+    libvirt.VIR_DOMAIN_PAUSED_POSTCOPY: "paused for post-copy migration",
+}
 
 # the connection to libvirtd broke (it restarts): worth waiting for, not a refusal
 _CONNECTION_ERRORS = frozenset({libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_ERR_RPC,
