@@ -1,7 +1,7 @@
 """The guest end of the virtio-serial port: open it raw and non-blocking, write without blocking.
 
 With no host process connected, a virtio-serial read returns EOF (hang-up)
-and a blocking write would wait until a host connects (INTERFACES.md §1),
+and a blocking write would wait until a host connects (docs/protocol.md, "The channel"),
 so every write here is non-blocking and queued. The queue is small and
 bounded: when the host is absent, a stale challenge response is worth
 nothing, so a newer one replaces it.

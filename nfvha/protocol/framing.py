@@ -1,4 +1,4 @@
-"""Line framing of the virtio-serial byte stream (INTERFACES.md §2).
+"""Line framing of the virtio-serial byte stream (docs/protocol.md, "Framing").
 
 Rules that bind this file:
 

@@ -17,10 +17,10 @@ Rules that bind this file:
 - Registering resends init every ``init_retry_ms`` until init_ack. A nack
   while registered re-registers at once (while registering, the retry timer
   resends). No challenge for max(2 x interval, 5 s) -> the host
-  is gone: ``HostLost`` and re-register (INTERFACES.md §3).
+  is gone: ``HostLost`` and re-register (docs/protocol.md).
 - Votes (action_notify): ``RunEventScript``; its ``VoteResult`` becomes the
   action_response. No result in time -> vote_result "timeout", which the
-  host counts as accept (INTERFACES.md §3: no answer in time = accept).
+  host counts as accept (docs/protocol.md: no answer in time = accept).
 """
 from __future__ import annotations
 

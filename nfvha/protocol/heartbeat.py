@@ -1,4 +1,4 @@
-"""StarlingX guest heartbeat messages, version 3 revision 1 (INTERFACES.md §3).
+"""StarlingX guest heartbeat messages, version 3 revision 1 (docs/protocol.md).
 
 Rules that bind this file:
 

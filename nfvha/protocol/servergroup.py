@@ -1,6 +1,6 @@
 """Server-group messaging: StarlingX base layer v2 + server-group app layer.
 
-Rules that bind this file (INTERFACES.md §4):
+Rules that bind this file (the wire format is specified in docs/protocol.md):
 
 - Base layer: ``{"version": 2, "source_addr", "dest_addr", "data": {...}}``.
   The address names the application on each side: ``cgcs.server_grp`` for
