@@ -9,7 +9,7 @@
         # libvirt), a QMP monitor (vm.qmp: hot-plug, events), guest reboots allowed
 
 QEMU runs as a direct child of the test process and is killed and reaped on
-exit (a daemon left to PID 1 lingers as a zombie here, INTERFACES §9).
+exit (a daemon left to PID 1 lingers as a zombie here: this PID 1 reaps late).
 """
 from __future__ import annotations
 

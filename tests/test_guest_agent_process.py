@@ -1,6 +1,6 @@
 """The real nfvha-guest process, through a real pseudo-terminal bridged to a UNIX socket.
 
-socat stands in for QEMU exactly as INTERFACES.md §1 says
+socat stands in for QEMU's listening chardev socket (docs/protocol.md)
 (``socat UNIX-LISTEN:P PTY,link=DEV,raw,echo=0``): the agent opens DEV, the
 test-side host connects to P and runs nfvha.protocol.host with real time.
 When the host side closes, socat exits and the pty goes away, which is what

@@ -1,5 +1,5 @@
 """Each reporter's exact request against its stand-in, and how the answers
-map to ack / Retry / Reject (INTERFACES.md §6)."""
+map to ack / Retry / Reject (each sink's docstring says which answers are final)."""
 from __future__ import annotations
 
 import socket

@@ -1,5 +1,5 @@
 """In-guest library over a real pty (socat stands in for QEMU's virtio-serial
-chardev, INTERFACES.md §1): Python API, local socket API, CLI, shell example."""
+chardev, docs/protocol.md): Python API, local socket API, CLI, shell example."""
 from __future__ import annotations
 
 import argparse

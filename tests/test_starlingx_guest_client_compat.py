@@ -1,6 +1,6 @@
 """The host machine against exactly what the real StarlingX guest client sent.
 
-Source: ../shared/reference/starlingx-guest-client-transcript.txt (guest-client
+Source: tests/data/starlingx-guest-client-transcript.txt (guest-client
 3.0.1, HB_INTERVAL=400). The client parses a challenge as int32 and answers
 2147483647 to anything above 2**31-1, so our challenges must stay below that.
 """
@@ -27,8 +27,8 @@ from nfvha.protocol.host import (
     Violation,
 )
 
-# A copy of ../shared/reference/starlingx-guest-client-transcript.txt, kept with
-# the tests so they never depend on what lies beside the checkout.
+# The bytes of the real StarlingX guest client, captured once and kept with the
+# tests.
 TRANSCRIPT = os.path.join(os.path.dirname(__file__), "data",
                           "starlingx-guest-client-transcript.txt")
 INT32_MAX = 2**31 - 1

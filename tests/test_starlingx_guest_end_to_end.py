@@ -2,7 +2,7 @@
 
 `nfvha all-in-one` watches a directory; the test plays QEMU (a listening
 chardev socket) with the StarlingX guest client's bytes behind it
-(../shared/reference/starlingx-guest-client-transcript.txt): compact JSON,
+(tests/data/starlingx-guest-client-transcript.txt): compact JSON,
 its int32 parsing of the challenge, its sequence numbers. It registers, is
 heartbeated, and is seen failing through the REST API when it stops
 answering.

@@ -5,7 +5,7 @@ talks to the `Bus` interface below (docs/dev/contracts.md):
 
 - ``make_bus("inproc://")`` gives `InProcBus`: controller and compute agent
   in one process and one event loop, no broker, no serialisation delay
-  (oslo's ``fake://`` driver polls in 50 ms steps, INTERFACES.md §9).
+  (oslo's ``fake://`` driver polls in 50 ms steps: ~50 ms a message).
 - ``make_bus("rabbit://user:pass@host:5672/")`` gives `OsloBus`:
   oslo.messaging RPC over RabbitMQ between processes and machines; the
   controller -> compute casts (server-group deliveries) take a plain AMQP

@@ -1,6 +1,7 @@
 """Publish OpenStack notifications in oslo.messaging's messagingv2 envelope
-(INTERFACES.md §7), on any exchange: what Doctor's "shortcut" sends so that
-Ceilometer → Aodh event alarms fire without waiting for Nova (§6).
+(``{"oslo.version": "2.0", "oslo.message": "<JSON text>"}``), on any exchange:
+what Doctor's "shortcut" sends so that Ceilometer → Aodh event alarms fire
+without waiting for Nova.
 
 Why not oslo's own Notifier: its exchange is the process-wide
 ``control_exchange`` taken when the transport is made (Nova sets it to

@@ -15,8 +15,8 @@ The bridge:
   broadcast to ten compute hosts does not wait for ten publishes in a row.
 
 Uses the global ``oslo_config.cfg.CONF``: oslo.messaging 18.3.1 looks up
-option groups (oslo_messaging_tracing, ...) that exist only there
-(INTERFACES.md §9).
+option groups (oslo_messaging_tracing, ...) that exist only there: with a
+private ``ConfigOpts`` its first call fails with "no such option".
 """
 from __future__ import annotations
 

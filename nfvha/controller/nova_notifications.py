@@ -1,4 +1,4 @@
-"""Nova notifications → normalized instance changes (INTERFACES.md §7).
+"""Nova notifications → normalized instance changes (docs/server-group.md).
 
 Accepts what a listener finds on RabbitMQ, in any of the shapes Nova emits:
 

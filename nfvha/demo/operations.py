@@ -21,7 +21,7 @@ from typing import Any, Awaitable, Callable
 
 def delete_start(instance_uuid: str, host: str) -> dict[str, Any]:
     """Nova's versioned ``instance.delete.start`` as a notification listener
-    hands it on (INTERFACES.md §7)."""
+    hands it on (the message inside oslo's messagingv2 envelope)."""
     return {"event_type": "instance.delete.start", "priority": "INFO",
             "publisher_id": f"nova-compute:{host}", "message_id": f"demo-{instance_uuid}",
             "timestamp": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f"),

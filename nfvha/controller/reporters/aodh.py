@@ -1,4 +1,4 @@
-"""Aodh sink, Doctor's "shortcut" (INTERFACES.md §6): a legacy
+"""Aodh sink, OPNFV Doctor's "shortcut": a legacy
 ``compute.instance.update`` notification with ``state: "error"`` published on
 the notifications topic, so Ceilometer turns it into an event and Aodh's
 event alarms fire at once, without waiting for a Nova reset-state and the

@@ -1,5 +1,5 @@
 """Doctor inspector sink: ``PUT {inspector}/events`` with a one-element list
-in the format of Doctor's sample monitor (INTERFACES.md §6).
+in the format of Doctor's sample monitor (the inspector's southbound API).
 
 Doctor defines only host-level types (``compute.host.down``, which makes the
 sample inspector force the whole host down); a VM fault must not trigger

@@ -1,4 +1,4 @@
-"""Masakari sink: a type "VM" notification (INTERFACES.md §6) through
+"""Masakari sink: a type "VM" notification (``POST /v1/notifications``) through
 openstacksdk's ``instance_ha.create_notification``.
 
 Masakari's engine acts on a VM notification only for the libvirt events in

@@ -1,4 +1,4 @@
-"""Nova sink: ``os-resetState`` to ``error`` (INTERFACES.md §6), the way
+"""Nova sink: ``os-resetState`` to ``error`` (a server action, admin), the way
 Doctor makes a VM fault visible to the VNF manager.  Through openstacksdk
 (``compute.reset_server_state``), admin only.  400/403/404 are final (bad
 request, not allowed, instance gone); the rest is retried.  Resetting to

@@ -1,4 +1,4 @@
-"""Vitrage sink: ``POST {vitrage}/v1/event`` (INTERFACES.md §6).
+"""Vitrage sink: ``POST {vitrage}/v1/event`` (Vitrage's event API).
 
 ``time`` is UTC in ``%Y-%m-%dT%H:%M:%S.%f`` (Vitrage insists on the
 fraction, and wants no offset).  Vitrage's Doctor datasource maps events to
