@@ -9,6 +9,9 @@ from collections.abc import Sequence
 
 from nfvha import __version__
 
+DB_HELP = ("SQLAlchemy URL of the store (default: [database] connection, else "
+           "nfvha.sqlite in /var/lib/nfvha as root or ~/.local/state/nfvha)")
+
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config-file", action="append", default=[], metavar="PATH",
@@ -53,12 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.add_argument("--instances-dir", help="directory of QEMU chardev sockets")
     p.add_argument("--api", metavar="HOST:PORT", help="REST API address")
-    p.add_argument("--db", metavar="URL", help="SQLAlchemy URL (default from config)")
+    p.add_argument("--db", metavar="URL", help=DB_HELP)
 
     p = sub.add_parser("controller", help="run the controller (store, reporters, REST API)")
     _add_common(p)
     p.add_argument("--api", metavar="HOST:PORT")
-    p.add_argument("--db", metavar="URL")
+    p.add_argument("--db", metavar="URL", help=DB_HELP)
 
     p = sub.add_parser("compute", help="run the compute agent (heartbeats local instances)")
     _add_common(p)

@@ -20,8 +20,8 @@ LOG = logging.getLogger(__name__)
 
 
 def load_conf(config_files: list[str], args: list[str] | None = None) -> cfg.ConfigOpts:
-    # oslo.messaging registers its own groups on the global CONF only
-    # (INTERFACES.md §9), so nfvha uses the global object too.
+    # oslo.messaging looks its own option groups up on the global CONF only
+    # (a private ConfigOpts fails its first call), so nfvha uses it too.
     conf = cfg.CONF
     with contextlib.suppress(cfg.DuplicateOptError, cfg.ArgsAlreadyParsedError):
         nfvha.conf.register(conf)
@@ -213,8 +213,12 @@ async def start_stack(conf: cfg.ConfigOpts, *, controller: bool, compute: bool,
                 raise SystemExit(f"nfvha: {exc}") from None
             if recovery_sink is not None:
                 sinks = [*sinks, recovery_sink]
+            from nfvha.conf import database
+
+            url, origin = database.resolve(db_url, conf)
+            LOG.info("controller store: %s (%s)", database.describe(url), origin)
             stack.controller = Controller(
-                db_url=db_url or conf.database.connection,
+                db_url=url,
                 reporters=sinks,
                 bus=stack.bus, retry_base_s=conf.reporters.retry_base_s,
                 retry_max_s=conf.reporters.retry_max_s,
