@@ -5,6 +5,12 @@ agent runs, no fault is lost. Faults are delivered concurrently (a bounded
 number in flight), each retried with exponential backoff; the controller
 deduplicates by event id, so a retry after a lost answer is harmless.
 
+A refusal is final: the controller answers a malformed fault ``{"ok":
+false, "error": ...}`` after checking it, and the same event can never
+pass; it is dropped (counted in ``refused``, logged once, its spool file
+kept as ``<id>.refused`` for a look), not retried. Only a failed call (the
+controller unreachable, timing out, raising) is retried.
+
 With a spool directory, each fault is also written there (one JSON file per
 event, removed when the controller acks it) before it is queued, and a new
 agent resends what an old one left: a compute agent restarted while the
@@ -30,7 +36,8 @@ class _Entry:
     event: dict[str, Any]
     attempts: int = 0
     last_error: str = ""
-    acked: asyncio.Event = field(default_factory=asyncio.Event)
+    acked: asyncio.Event = field(default_factory=asyncio.Event)  # or refused: settled
+    refused: bool = False
 
 
 class FaultOutbox:
@@ -49,6 +56,7 @@ class FaultOutbox:
         self.delivered = 0
         self.attempts = 0
         self.failures = 0
+        self.refused = 0  # faults the controller refused as malformed (dropped)
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -110,6 +118,9 @@ class FaultOutbox:
             self.attempts += 1
             try:
                 answer = await self._send(entry.event)
+                if _refusal(answer):
+                    self._refused(event_id, entry, answer)
+                    continue
                 ok = isinstance(answer, dict) and answer.get("ok") is True
                 if not ok:
                     raise ValueError(f"not acknowledged: {answer!r}")
@@ -130,6 +141,23 @@ class FaultOutbox:
             self._unspool(event_id)
             self.delivered += 1
             entry.acked.set()
+
+    def _refused(self, event_id: str, entry: _Entry, answer: dict[str, Any]) -> None:
+        del self._pending[event_id]
+        self.refused += 1
+        entry.refused = True
+        entry.last_error = str(answer.get("error"))[:500]
+        LOG.error("fault %s refused by the controller, dropped (a refusal is final): %s",
+                  event_id, entry.last_error)
+        path = self._path(event_id)
+        if path is not None:
+            try:
+                path.rename(path.with_suffix(".refused"))  # not resent by the next agent
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                LOG.warning("refused fault %s stays in the spool: %s", event_id, exc)
+        entry.acked.set()  # settled: nobody waits for it any longer
 
     def _retry(self, event_id: str) -> None:
         self._retry_handles.pop(event_id, None)
@@ -186,3 +214,10 @@ class FaultOutbox:
                 found += 1
         if found:
             LOG.warning("resending %d fault(s) an earlier compute agent left undelivered", found)
+
+
+def _refusal(answer: Any) -> bool:
+    """The controller's final "no": it checked the event and refused it
+    (service.Controller.fault). Anything else that is not an ack is retried."""
+    return isinstance(answer, dict) and answer.get("ok") is False \
+        and isinstance(answer.get("error"), str)

@@ -131,33 +131,40 @@ class ServerGroupService:
 
     async def sg_instances(self, host: Any, instances: Any) -> dict[str, Any]:
         """A compute agent lists the messaging channels it serves."""
-        if not isinstance(host, str) or not host or not isinstance(instances, list) \
+        if _bad_host(host) or not isinstance(instances, list) \
                 or len(instances) > MAX_INSTANCES_PER_HOST:
             self.counters["refused"] += 1
-            return {"ok": False, "error": "host must be a string, instances a list"}
-        placed = 0
+            return {"ok": False, "error": "host must be a string, instances a list of at "
+                                          f"most {MAX_INSTANCES_PER_HOST}"}
+        placed = refused = 0
         for name in instances:
+            # one bad name is refused alone (a list or object would not even hash)
+            if not isinstance(name, str) or not name.strip() or len(name) > MAX_ID:
+                refused += 1
+                continue
             try:
                 self._place(host, name)
                 placed += 1
             except ValueError:
-                self.counters["refused"] += 1
-        return {"ok": True, "instances": placed}
+                refused += 1
+        self.counters["refused"] += refused
+        return _with_refused({"ok": True, "instances": placed}, refused)
 
     async def sg_links(self, host: Any, links: Any) -> dict[str, Any]:
         """A compute agent names the VM behind each messaging channel:
         {instance name: instance uuid}, read from the QEMU at the other end
         of the socket (compute/qemu_peer.py). Without Nova this is what ties a
         VM's heartbeat (by uuid) to its messaging channel (by name)."""
-        if not isinstance(host, str) or not host or not isinstance(links, dict) \
+        if _bad_host(host) or not isinstance(links, dict) \
                 or len(links) > MAX_INSTANCES_PER_HOST:
             self.counters["refused"] += 1
-            return {"ok": False, "error": "host must be a string, links an object"}
-        linked = 0
+            return {"ok": False, "error": "host must be a string, links an object of at "
+                                          f"most {MAX_INSTANCES_PER_HOST}"}
+        linked = refused = 0
         for name, uuid in links.items():
-            if not isinstance(name, str) or not 0 < len(name) <= MAX_ID \
+            if not isinstance(name, str) or not name.strip() or len(name) > MAX_ID \
                     or not sg.is_uuid(uuid) or name == uuid:
-                self.counters["refused"] += 1
+                refused += 1
                 continue
             uuid = uuid.lower()
             try:
@@ -165,8 +172,9 @@ class ServerGroupService:
                 self.groups.update_instance(uuid, name=name, host=host)
                 linked += 1
             except ValueError:
-                self.counters["refused"] += 1
-        return {"ok": True, "linked": linked}
+                refused += 1
+        self.counters["refused"] += refused
+        return _with_refused({"ok": True, "linked": linked}, refused)
 
     # --- guest requests (relayed by compute agents) ------------------------------------
     async def sg_broadcast(self, host: Any, source_instance: Any, data: Any,
@@ -303,12 +311,22 @@ class ServerGroupService:
                 LOG.exception("server-group listener failed")
 
 
+def _with_refused(answer: dict[str, Any], refused: int) -> dict[str, Any]:
+    if refused:  # the bad items, refused alone (the controller counts them)
+        answer["refused"] = refused
+    return answer
+
+
+def _bad_host(host: Any) -> bool:
+    return not isinstance(host, str) or not host.strip() or len(host) > 255
+
+
 def _check_source(host: Any, source_instance: Any) -> Optional[str]:
-    if not isinstance(host, str) or not host or len(host) > 255:
-        return "host must be a non-empty string"
-    if not isinstance(source_instance, str) or not source_instance or \
-            len(source_instance) > 255:
-        return "source_instance must be a non-empty string"
+    if _bad_host(host):
+        return "host must be a non-empty string of at most 255"
+    if not isinstance(source_instance, str) or not source_instance.strip() or \
+            len(source_instance) > MAX_ID:
+        return f"source_instance must be a non-empty string of at most {MAX_ID}"
     return None
 
 

@@ -215,24 +215,24 @@ class Controller:
         if not isinstance(instances, list):
             self.metrics.invalid.labels("hello").inc()
             return {"ok": False, "error": "instances must be a list"}
+        if not isinstance(host, str) or not host or len(host) > validate.MAX_HOST:
+            self.metrics.invalid.labels("hello").inc()
+            return {"ok": False, "error": "host must be a non-empty string"}
         records, errors = [], []
         if not _started_at_ok(agent_started_at):
             # the instance list still counts: refusing it would leave the
             # store behind what the compute runs
             errors.append("agent_started_at ignored: not a string of at most 64")
             agent_started_at = None
-        for item in instances:
-            try:
-                records.append(validate.instance_record(host, item if isinstance(item, dict)
-                                                        else {}))
+        for i, item in enumerate(instances):
+            try:  # a bad item is refused alone: the good ones are kept
+                records.append(validate.instance_record(host, item))
             except validate.Invalid as exc:
-                errors.append(str(exc))
+                errors.append(f"instances[{i}]: {exc}")
         if errors:
             self.metrics.invalid.labels("hello").inc(len(errors))
             LOG.warning("hello from %r: %d bad items: %s", host, len(errors),
                         errors[:3])
-        if not isinstance(host, str) or not host or len(host) > validate.MAX_HOST:
-            return {"ok": False, "error": "host must be a non-empty string"}
         # the start time too: a hello is often a restarted agent's first word
         # to this controller, before its next `alive`
         self._seen(host, agent_started_at, len(records))
@@ -324,10 +324,11 @@ class Controller:
         """A compute's periodic digest of its instances (nfvha/bus/inventory.py):
         a mismatch with the store asks it for the full list."""
         assert self.store is not None
-        if not isinstance(host, str) or not host or len(host) > 255 \
-                or not isinstance(digest, str) or len(digest) > 64:
+        try:
+            validate.sync_report(host, count, digest)
+        except validate.Invalid as exc:
             self.metrics.invalid.labels("sync").inc()
-            return {"ok": False, "error": "host and digest must be short strings"}
+            return {"ok": False, "error": str(exc)}
         ours = await self._db(self.store.host_inventory, host)
         if inventory_digest(ours) == digest:
             return {"ok": True, "in_step": True}
@@ -454,18 +455,29 @@ class Controller:
 
     # --- bus endpoint: server-group messaging (servergroup_service.py) --------
     async def sg_instances(self, host: Any, instances: Any) -> dict[str, Any]:
-        return await self.servergroups.sg_instances(host, instances)
+        return self._counted("sg_instances",
+                             await self.servergroups.sg_instances(host, instances))
 
     async def sg_links(self, host: Any, links: Any) -> dict[str, Any]:
-        return await self.servergroups.sg_links(host, links)
+        return self._counted("sg_links", await self.servergroups.sg_links(host, links))
 
     async def sg_broadcast(self, host: Any, source_instance: Any, data: Any,
                            **extra: Any) -> dict[str, Any]:
-        return await self.servergroups.sg_broadcast(host, source_instance, data, **extra)
+        return self._counted("sg_broadcast", await self.servergroups.sg_broadcast(
+            host, source_instance, data, **extra))
 
     async def sg_status_query(self, host: Any, source_instance: Any, seq: Any,
                               **extra: Any) -> dict[str, Any]:
-        return await self.servergroups.sg_status_query(host, source_instance, seq, **extra)
+        return self._counted("sg_status_query", await self.servergroups.sg_status_query(
+            host, source_instance, seq, **extra))
+
+    def _counted(self, method: str, answer: dict[str, Any]) -> dict[str, Any]:
+        """nfvha_reports_invalid counts what the server-group service refused:
+        the whole call (ok false) or its bad items (``refused``)."""
+        refused = 1 if not answer.get("ok") else answer.get("refused", 0)
+        if refused:
+            self.metrics.invalid.labels(method).inc(refused)
+        return answer
 
     async def fault(self, event: dict[str, Any]) -> dict[str, Any]:
         """Store, then ack; delivery happens afterwards. Idempotent by id."""
@@ -477,7 +489,8 @@ class Controller:
             self.metrics.invalid.labels("fault").inc()
             LOG.warning("fault refused: %s", exc)
             # ok False is final: retrying the same bad event cannot succeed
-            return {"ok": False, "id": event.get("id") if isinstance(event, dict) else None,
+            ev_id = event.get("id") if isinstance(event, dict) else None
+            return {"ok": False, "id": ev_id if isinstance(ev_id, str) else None,
                     "error": str(exc)}
         stored, created = await self._db(
             self.store.record_fault, ev, list(self.reporters), None, self.controller_id,

@@ -71,7 +71,8 @@ _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4
 
 def is_uuid(value: Any) -> bool:
     """An instance uuid in its canonical 8-4-4-4-12 hex form (any case)."""
-    return isinstance(value, str) and _UUID.match(value) is not None
+    # fullmatch: "$" alone would let a trailing newline through
+    return isinstance(value, str) and _UUID.fullmatch(value) is not None
 
 
 def check_broadcast_data(data: Any) -> Optional[str]:
