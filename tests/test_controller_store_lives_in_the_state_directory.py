@@ -92,3 +92,15 @@ def test_the_command_opens_its_store_in_the_state_directory(tmp_path: Path,
     assert f"controller store: SQLite file {state / 'nfvha.sqlite'} (default" in out, out
     assert (state / "nfvha.sqlite").is_file()
     assert list(cwd.iterdir()) == []  # nothing left where it was started
+
+
+def test_a_state_directory_that_cannot_be_made_says_so(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("STATE_DIRECTORY", str(blocker / "nfvha"))
+    conf = cfg.ConfigOpts()
+    database.register(conf)
+    conf([])
+    with pytest.raises(SystemExit, match="cannot create the state directory"):
+        database.resolve(None, conf)

@@ -74,8 +74,13 @@ def resolve(cli_url: str | None, conf: cfg.ConfigOpts) -> tuple[str, str]:
     directory = Path(url[len("sqlite:///"):]).parent
     # /var/lib/nfvha also holds guest images QEMU must read: 0755 there,
     # a user's own state stays private.
-    directory.mkdir(mode=0o755 if directory == SYSTEM_STATE_DIR else 0o700, parents=True,
-                    exist_ok=True)
+    try:
+        directory.mkdir(mode=0o755 if directory == SYSTEM_STATE_DIR else 0o700, parents=True,
+                        exist_ok=True)
+    except OSError as exc:
+        raise SystemExit(f"nfvha: cannot create the state directory {directory} for the "
+                         f"store ({exc.strerror or exc}): set [database] connection or "
+                         "--db") from None
     return url, "default: the state directory"
 
 
