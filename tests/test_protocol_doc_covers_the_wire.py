@@ -220,3 +220,17 @@ def test_notification_data_and_status_members(doc: str) -> None:
     assert f"`{data['event_type']}`" in notification
     for state in (host.WAITING, host.ENABLED, host.FAILED, host.DISABLED):
         assert f"`{state}`" in notification and f"`{state}`" in doc
+
+
+def test_every_link_inside_the_document_has_its_heading(doc: str) -> None:
+    slugs: Set[str] = set()
+    for heading in re.findall(r"(?m)^#{1,6} (.+)$", doc):
+        # GitHub's anchors: lower case, punctuation dropped, spaces to hyphens
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        n, unique = 0, slug
+        while unique in slugs:
+            n += 1
+            unique = f"{slug}-{n}"
+        slugs.add(unique)
+    for anchor in re.findall(r"\]\(#([^)]+)\)", doc):
+        assert anchor in slugs, anchor
