@@ -95,6 +95,7 @@ async def test_controller_flags_silence_on_instances_hosts_and_metrics(tmp_path:
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://nfvha") as http:
             assert (await c.hello("c1", [_record(inst)]))["ok"]
+            t0 = time.monotonic()  # silence is counted from the last sign of life
             assert (await c.alive("c1", "2026-11-24T08:00:00.000000+00:00", 1))["ok"]
             [host] = (await http.get("/v1/hosts")).json()
             assert (host["host"], host["state"], host["instances"],
@@ -102,7 +103,6 @@ async def test_controller_flags_silence_on_instances_hosts_and_metrics(tmp_path:
             assert host["last_seen_at"].endswith("+00:00")
             assert (await http.get(f"/v1/instances/{inst}")).json()["host_state"] == "up"
 
-            t0 = time.monotonic()
             await until(lambda: any(s["state"] == SILENT for s in seen), 5)
             took = time.monotonic() - t0
             assert 0.25 < took < 2.0, took

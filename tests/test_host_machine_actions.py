@@ -77,7 +77,7 @@ def test_the_deadline_is_the_earlier_of_challenge_and_action() -> None:
     assert d.deadline == pytest.approx(0.3)
     out = d.feed(Tick(), at=0.3)
     assert [type(o) for o in out] == [ActionResult]  # the challenge is not due yet
-    assert d.deadline == pytest.approx(1.0)
+    assert d.state.deadline == pytest.approx(1.0)
 
 
 def test_one_action_at_a_time_and_only_an_enabled_guest_is_asked() -> None:

@@ -156,7 +156,7 @@ class ComputeAgent:
         self.counters = {"faults": 0, "violations": 0, "state_changes": 0,
                          "observer_errors": 0, "forgotten": 0, "resyncs": 0,
                          "losses_explained": 0, "recoveries": 0, "recoveries_repeated": 0,
-                         "recoveries_refused": 0}
+                         "recoveries_refused": 0, "starved": 0}
 
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -240,6 +240,11 @@ class ComputeAgent:
             return  # observers see it as it goes out
         elif isinstance(out, hostsm.Violation):
             self.counters["violations"] += 1
+        elif isinstance(out, hostsm.Starved):
+            # the host's fault, not the VM's: an operator alert, never a recovery
+            self.counters["starved"] += out.active
+            LOG.warning("instance %s: %s: %s", session.uuid,
+                        "starved of CPU" if out.active else "no longer starved", out.detail)
         self._notify(session.uuid, out, now)
 
     def _state_changed(self, uuid: str, out: hostsm.StateChanged, now: float) -> None:
@@ -334,6 +339,10 @@ class ComputeAgent:
         return {**session.record(), "at": self._clock.iso(time.monotonic())}
 
     # -- keeping the controller's view in step ------------------------------------------
+    def starved(self) -> list[str]:
+        """Instances whose guests the host starves of CPU (host.Starved)."""
+        return sorted(u for u, s in self.sessions.items() if s.state.starved)
+
     def digest(self) -> tuple[int, str]:
         items = [(u, s.state.phase, s.state.health) for u, s in self.sessions.items()]
         return len(items), inventory_digest(items)
@@ -350,7 +359,7 @@ class ComputeAgent:
             try:
                 await self.bus.fanout_controller(
                     "alive", host=self.host, agent_started_at=self.started_at,
-                    instances=len(self.sessions))
+                    instances=len(self.sessions), starved=self.starved())
             except Exception:
                 LOG.exception("alive not sent")
             await asyncio.sleep(self.report_interval_s)

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from nfvha.compute import cpusample
 from nfvha.compute.channel import GuestChannel
 from nfvha.compute.ratelimit import Every, TokenBucket
 from nfvha.compute.samples import Samples
@@ -78,7 +79,9 @@ class InstanceSession(GuestChannel):
         self.uuid = instance_uuid
         self.path = path
         now = time.monotonic()
-        self.state = host.initial(config, nonce_seed=int.from_bytes(os.urandom(8), "big"))
+        # the secret key of the machine's nonce PRF: challenges a guest cannot predict
+        self.state = host.initial(config, nonce_seed=int.from_bytes(os.urandom(32), "big"))
+        self.peer_pid: int | None = None  # who answers for the guest (its QEMU), if known
         # single-port: the server-group machine sees every frame first
         self.sg_state: sg.SessionState | None = None
         if single_port is not None:
@@ -103,6 +106,8 @@ class InstanceSession(GuestChannel):
     # -- asyncio protocol callbacks ------------------------------------------------
     def _on_connected(self) -> None:
         self.decoder = LineDecoder(self._max_msg)
+        assert self.transport is not None
+        self.peer_pid = cpusample.peer_pid(self.transport.get_extra_info("socket"))
         self._feed(host.Connected())
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -215,13 +220,19 @@ class InstanceSession(GuestChannel):
     def _arm(self, deadline: float | None, spread: bool = False) -> None:
         if deadline == self._timer_when and self._timer is not None and not spread:
             return
+        if self._timer_early and self._timer is not None and not spread \
+                and deadline is not None and self._timer_at is not None \
+                and self._timer_at <= deadline:
+            self._timer_when = deadline  # the re-phasing tick comes first and serves it
+            return
         self._cancel_timer()
         if deadline is not None:
             at = deadline
             reg = self.state.registration
             if spread and reg is not None and self.state.challenged_at is not None \
                     and self.state.action is None:
-                at = self.state.challenged_at + random.random() * reg.interval_ms / 1000.0
+                at = min(deadline, self.state.challenged_at
+                         + random.random() * reg.interval_ms / 1000.0)
                 self._timer_early = True
             self._timer_when = deadline
             self._timer_at = at
@@ -243,9 +254,15 @@ class InstanceSession(GuestChannel):
         self._timer_at = None
         try:
             now = time.monotonic()
+            lag_ms = 0.0
             if due is not None and now >= due and not early:
-                self.late_ms.append((now - due) * 1000.0)
-            self._step(host.Tick(early=early), now)
+                lag_ms = (now - due) * 1000.0
+                self.late_ms.append(lag_ms)
+            # the guest's CPU counters only when a challenge is still unanswered
+            # near its deadline: could it have answered?
+            sample = cpusample.sample(self.peer_pid) if host.wants_sample(self.state, now) \
+                else None
+            self._step(host.Tick(early=early, sample=sample, lag_ms=lag_ms), now)
         except Exception:
             self._internal_error("timer")
 

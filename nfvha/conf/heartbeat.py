@@ -14,8 +14,22 @@ OPTS = [
                     "(StarlingX uses 400)."),
     cfg.IntOpt("max_interval_ms", default=60000, min=100,
                help="A guest asking for a longer interval is heartbeated at this one."),
-    cfg.IntOpt("failure_threshold", default=2, min=1,
-               help="Consecutive missed challenges that declare heartbeat loss."),
+    cfg.IntOpt("failure_threshold", default=1, min=1,
+               help="Challenges in a row unanswered within their response deadline that "
+                    "declare heartbeat loss. 1: a hang is declared within one interval "
+                    "plus the response deadline."),
+    cfg.IntOpt("min_response_ms", default=20, min=1,
+               help="Floor of each challenge's response deadline, which otherwise "
+                    "follows the channel's measured round trip (smoothed round trip + "
+                    "4 x its deviation) and never exceeds the interval. Set it to the "
+                    "interval or more for the old rule: a miss only when the next "
+                    "challenge is due."),
+    cfg.IntOpt("max_extension_ms", default=1000, min=0,
+               help="How long in all a challenge's response deadline may be extended "
+                    "while the guest's QEMU process waits for a CPU (schedstat) or the "
+                    "compute agent itself runs late, before a miss is declared or, for "
+                    "a guest starved by its own evidence, the host condition 'starved' "
+                    "(no VM fault) is reported. 0: no extension."),
     cfg.StrOpt("spool_dir", default="/var/lib/nfvha/fault-spool",
                help="Where the compute agent keeps each fault until the controller has "
                     "acknowledged it, so a restarted agent resends what it had not "

@@ -35,13 +35,16 @@ class HostRecord:
     instances: Optional[int] = None     # as the agent last reported them
     silences: int = 0                   # times it went silent since we started
     restarts: int = 0                   # agent start times seen change
+    # instances whose guests get too little CPU to answer in time (a host
+    # condition the agent reports, no VM fault)
+    starved: list[str] = dataclasses.field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"host": self.host, "state": self.state, "since": iso(self.since),
                 "last_seen_at": iso(self.last_seen_at),
                 "agent_started_at": self.agent_started_at,
                 "instances": self.instances, "silences": self.silences,
-                "restarts": self.restarts}
+                "restarts": self.restarts, "starved": list(self.starved)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +76,8 @@ class HostLiveness:
 
     def seen(self, host: str, now: float, wall: datetime,
              agent_started_at: Optional[str] = None,
-             instances: Optional[int] = None) -> Optional[Transition]:
+             instances: Optional[int] = None,
+             starved: Optional[list[str]] = None) -> Optional[Transition]:
         """A sign of life from `host`; returns its transition to up, if any."""
         rec = self.hosts.get(host)
         if rec is None:
@@ -91,6 +95,8 @@ class HostLiveness:
             rec.agent_started_at = agent_started_at
         if instances is not None:
             rec.instances = instances
+        if starved is not None:
+            rec.starved = starved
         if rec.state == UP:
             return Transition(host, UP, UP, None, True) if restarted else None
         old, rec.state, rec.since = rec.state, UP, wall

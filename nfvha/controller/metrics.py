@@ -52,6 +52,10 @@ class ControllerMetrics:
         self.compute_silences = Counter("nfvha_compute_silences",
                                         "Times a compute agent went silent", ["host"],
                                         registry=r)
+        self.starved = Gauge("nfvha_instances_starved",
+                             "Instances whose guests get too little CPU to answer their "
+                             "heartbeat in time (a host condition, not a VM fault), by "
+                             "compute host", ["host"], registry=r)
         # Recovery (controller/recovery/): the sink labels its mode's series
         # when it is bound (recovery_mode), before the controller starts
         self.recovery_actions = Counter(

@@ -251,25 +251,28 @@ class Controller:
         return {"ok": not errors, "instances": len(records), "errors": errors}
 
     async def alive(self, host: Any, agent_started_at: Any = None,
-                    instances: Any = None) -> dict[str, Any]:
+                    instances: Any = None, starved: Any = None) -> dict[str, Any]:
         """A compute agent's periodic sign of life (a fanout: every controller
-        hears it)."""
+        hears it), with the instances whose guests it finds starved of CPU."""
         if not isinstance(host, str) or not host or len(host) > validate.MAX_HOST \
                 or not _started_at_ok(agent_started_at) \
-                or not isinstance(instances, (int, type(None))) or isinstance(instances, bool):
+                or not isinstance(instances, (int, type(None))) or isinstance(instances, bool) \
+                or not _starved_ok(starved):
             self.metrics.invalid.labels("alive").inc()
-            return {"ok": False, "error": "host, agent_started_at and instances have "
-                                          "the wrong type or size"}
-        self._seen(host, agent_started_at, instances)
+            return {"ok": False, "error": "host, agent_started_at, instances and starved "
+                                          "have the wrong type or size"}
+        self._seen(host, agent_started_at, instances, starved)
+        if starved is not None:
+            self.metrics.starved.labels(host).set(len(starved))
         return {"ok": True}
 
     def _seen(self, host: str, agent_started_at: Optional[str] = None,
-              instances: Optional[int] = None) -> None:
+              instances: Optional[int] = None, starved: Optional[list[str]] = None) -> None:
         if self.hosts is None:
             return
         try:
             tr = self.hosts.seen(host, time.monotonic(), utcnow(), agent_started_at,
-                                 instances)
+                                 instances, starved)
         except TooManyHosts as exc:
             self.metrics.invalid.labels("alive").inc()
             LOG.warning("compute %r not tracked: %s", host, exc)
@@ -734,3 +737,12 @@ def _guest_deadline_s(inst: dict[str, Any], event_type: str, notification_type: 
 
 def _started_at_ok(value: Any) -> bool:
     return value is None or (isinstance(value, str) and len(value) <= 64)
+
+
+MAX_STARVED_LISTED = 10000  # instances one agent may list as starved
+
+
+def _starved_ok(value: Any) -> bool:
+    return value is None or (
+        isinstance(value, list) and len(value) <= MAX_STARVED_LISTED
+        and all(isinstance(u, str) and 0 < len(u) <= 64 for u in value))

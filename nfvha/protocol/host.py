@@ -8,9 +8,11 @@ Rules that bind this file:
   monotonic time in seconds passed in by the caller; ``deadline`` is when
   the caller must feed ``Tick()`` next (None = no timer).
 - No I/O, no clock reads, no randomness from the OS: challenge nonces come
-  from a small deterministic PRNG seeded by the caller (``initial(config,
-  nonce_seed=...)``) or from ``Tick(nonce=...)``. Nonces lie in 0..2**31-1
-  because the StarlingX guest client parses them as int32.
+  from ``Tick(nonce=...)`` or from a keyed hash (BLAKE2b, a PRF) of a
+  counter under the secret ``nonce_seed`` the caller draws from the OS
+  (``initial(config, nonce_seed=...)``): a guest that watches challenges
+  cannot predict the next one. Nonces lie in 0..2**31-1 because the
+  StarlingX guest client parses them as int32.
 - The guest is untrusted. Any input that is malformed, unexpected in the
   current phase, replayed, late or wrong gives a ``Violation`` output and
   never satisfies the current challenge; it never raises.
@@ -23,10 +25,31 @@ Rules that bind this file:
 - Phases: waiting -> enabled <-> failed; enabled/failed -> disabled (exit).
   Transitions on messages are in the table ``_ON_MESSAGE`` (phase, msg_type)
   -> handler; a pair missing from the table is a violation.
-- A miss is a challenge not validly answered by the time the next one is
-  due (one interval). ``failure_threshold`` misses in a row -> Fault
-  ``heartbeat_loss`` and phase failed; challenges continue, and a valid
-  answer re-enables. An unhealthy answer -> Fault ``unhealthy`` once per
+- Detection. Challenges go out every interval. Each has a response
+  deadline that follows the channel's measured round trip (RFC 6298's
+  estimator: srtt + 4 rttvar, floored at ``min_response_ms``, capped at the
+  interval; the interval until ``RTT_SAMPLES_BEFORE_ADAPTING`` answers have
+  been seen). A challenge unanswered at its response deadline is a miss;
+  ``failure_threshold`` (default 1) misses in a row -> Fault
+  ``heartbeat_loss`` and phase failed, so a dead guest is declared within
+  one interval plus the response deadline. Challenges continue; an answer
+  to the current challenge is proof of life even after its deadline, and
+  ``reenable_after`` answers in a row re-enable (a guest that answers
+  every other challenge gives one fault, not one per challenge).
+- Starvation. Before a miss is declared the machine asks whether the guest
+  could have answered: ``wants_sample(state, now)`` tells the caller to
+  pass a ``CpuSample`` (the guest's QEMU threads' schedstat, or the host's
+  CPU pressure when the guest's process is unknown) in the Tick, once a
+  little before the response deadline and again at it; ``Tick.lag_ms`` is
+  how late the caller itself ran. A guest that spent most of that window
+  waiting for a CPU, or a caller that ran late, gets its deadline extended
+  (in steps of the response deadline, at most ``max_extension_ms`` in all)
+  instead of a miss. A guest starved to that bound by its own evidence is
+  reported ``Starved`` (a host-side condition: no fault, no recovery), as
+  is one that needed extensions ``starved_after`` challenges in a row; the
+  caller's lateness or host-wide pressure never make ``Starved`` (a hung
+  guest on a busy host is still declared, at the bound).
+- An unhealthy answer -> Fault ``unhealthy`` once per
   healthy->unhealthy transition, whatever its corrective action (the
   controller decides which sinks act on "none"). exit -> disabled, no
   fault. Disconnected while enabled/failed -> Fault ``channel_lost``.
@@ -37,6 +60,7 @@ Rules that bind this file:
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
@@ -51,11 +75,28 @@ DISABLED = "disabled"
 FAILED = "failed"
 
 
+# Answers seen before the response deadline adapts (until then: the interval).
+RTT_SAMPLES_BEFORE_ADAPTING = 3
+# A guest is starved when it waited for a CPU at least this share of a window
+# and ran less than STARVED_MAX_RUN of it (a spinning, hung guest runs).
+STARVED_MIN_WAIT = 0.5
+STARVED_MAX_RUN = 0.25
+# The caller ran late by at least max(LATE_MIN_MS, this share of the response
+# deadline): the answer may sit unread; one extension lets the caller read it.
+LATE_SHARE = 0.5
+LATE_MIN_MS = 5.0
+
+
 @dataclass(frozen=True)
 class HostConfig:
     min_interval_ms: int = 100
     max_interval_ms: int = 60000
-    failure_threshold: int = 2  # consecutive misses -> heartbeat_loss
+    failure_threshold: int = 1  # misses in a row -> heartbeat_loss
+    min_response_ms: int = 20  # floor of the adaptive response deadline
+    max_extension_ms: int = 1000  # starvation extensions of one challenge, in all
+    starved_after: int = 3  # challenges in a row answered only thanks to an extension
+    reenable_after: int = 2  # answers in a row that re-enable a failed guest
+    clear_starved_after: int = 10  # on-time answers in a row that clear Starved
 
 
 @dataclass(frozen=True)
@@ -83,6 +124,20 @@ class PendingAction:
 
 
 @dataclass(frozen=True)
+class CpuSample:
+    """Cumulative CPU counters of whatever answers for the guest, in ns:
+    its QEMU process's threads summed (``/proc/<pid>/task/*/schedstat``: time
+    on a CPU, time runnable but waiting, CFS throttling included), or, when
+    the guest's process is unknown, the host's CPU pressure (``own=False``,
+    wait = PSI "some" total): that extends a deadline but never makes a
+    guest ``Starved``."""
+
+    run_ns: int
+    wait_ns: int
+    own: bool = True
+
+
+@dataclass(frozen=True)
 class HostState:
     config: HostConfig
     phase: str = WAITING
@@ -100,6 +155,21 @@ class HostState:
     rtt_ms: Optional[float] = None  # round trip of the last valid response
     violations: int = 0
     action: Optional[PendingAction] = None
+    # detection within one interval (see the module docstring)
+    srtt_ms: Optional[float] = None  # smoothed round trip
+    rttvar_ms: float = 0.0  # its mean deviation
+    rtt_count: int = 0  # answers the estimator has seen
+    respond_by: Optional[float] = None  # the current challenge's response deadline
+    probe_at: Optional[float] = None  # when the first CpuSample of its window is due
+    judged: bool = True  # the current challenge was judged (miss / starved) unanswered
+    extended_ms: float = 0.0  # extensions the current challenge got
+    lag_extended: bool = False  # one of them for the caller's own lateness
+    baseline: Optional[Tuple[float, CpuSample]] = None  # (when, sample) opening a window
+    extended_streak: int = 0  # challenges in a row answered only thanks to an extension
+    ontime_streak: int = 0  # answers in a row within the response deadline
+    streak: int = 0  # valid answers in a row
+    starved: bool = False
+    nonce_counter: int = 0
 
     @property
     def interval_ms(self) -> Optional[int]:
@@ -126,6 +196,8 @@ class Malformed:
 @dataclass(frozen=True)
 class Tick:
     nonce: Optional[int] = None  # the next challenge value, if the caller picks it
+    sample: Optional[CpuSample] = None  # when wants_sample() said so
+    lag_ms: float = 0.0  # how late the caller runs this Tick (its loop lag)
     # Before the deadline a Tick does nothing, except with early=True once the
     # current challenge is answered: then the next challenge goes out now.
     # That moves the rhythm's phase (the caller spreads guests that registered
@@ -204,6 +276,15 @@ class RoundTrip:
 
 
 @dataclass(frozen=True)
+class Starved:
+    """A host-side condition, not a VM fault: the guest could not answer in
+    time because it got no CPU (active), or it answers on time again."""
+
+    active: bool
+    detail: str
+
+
+@dataclass(frozen=True)
 class ActionResult:
     event_type: str
     notification_type: str
@@ -211,15 +292,18 @@ class ActionResult:
     log_msg: str = ""
 
 
-Output = Union[Send, StateChanged, Fault, Violation, RoundTrip, ActionResult]
+Output = Union[Send, StateChanged, Fault, Violation, RoundTrip, ActionResult, Starved]
 Result = Tuple[HostState, List[Output], Optional[float]]
 
 
 def initial(config: HostConfig, nonce_seed: int = 0) -> HostState:
     """Phase "waiting". Pass a random ``nonce_seed`` per channel so guests cannot predict."""
-    if config.failure_threshold < 1 or not 0 < config.min_interval_ms <= config.max_interval_ms:
+    if config.failure_threshold < 1 or not 0 < config.min_interval_ms <= config.max_interval_ms \
+            or config.min_response_ms < 1 or config.max_extension_ms < 0 \
+            or config.starved_after < 1 or config.reenable_after < 1 \
+            or config.clear_starved_after < 1:
         raise ValueError(f"invalid HostConfig {config!r}")
-    return HostState(config=config, nonce_seed=nonce_seed & (2**64 - 1))
+    return HostState(config=config, nonce_seed=nonce_seed & (2**256 - 1))
 
 
 def step(state: HostState, event: Event, now: float) -> Result:
@@ -241,9 +325,40 @@ def _deadline(state: HostState) -> Optional[float]:
 
 
 def _challenge_deadline(state: HostState) -> Optional[float]:
-    if state.connected and state.phase in (ENABLED, FAILED):
-        return state.deadline
-    return None
+    if not state.connected or state.phase not in (ENABLED, FAILED):
+        return None
+    if not state.answered and not state.judged and state.respond_by is not None:
+        # the current challenge is judged first; the next one waits for that
+        if state.probe_at is not None:
+            return min(state.probe_at, state.respond_by)
+        return state.respond_by
+    return state.deadline
+
+
+def wants_sample(state: HostState, now: float) -> bool:
+    """Whether a Tick at ``now`` should carry a CpuSample: the current
+    challenge is unanswered and its window of evidence opens or closes now.
+    Callers read the guest's CPU counters only then (a guest that answers
+    within a few ms costs no reading at all)."""
+    if not state.connected or state.phase not in (ENABLED, FAILED) or state.answered \
+            or state.judged or state.respond_by is None:
+        return False
+    return now >= (state.probe_at if state.probe_at is not None else state.respond_by)
+
+
+def response_timeout_ms(state: HostState) -> Optional[float]:
+    """The response deadline the next challenge gets (None: not registered)."""
+    return _rto_ms(state) if state.registration is not None else None
+
+
+def _rto_ms(state: HostState) -> float:
+    reg = state.registration
+    assert reg is not None
+    interval = float(reg.interval_ms)
+    if state.srtt_ms is None or state.rtt_count < RTT_SAMPLES_BEFORE_ADAPTING:
+        return interval
+    rto = state.srtt_ms + max(1.0, 4.0 * state.rttvar_ms)
+    return min(max(rto, float(state.config.min_response_ms)), interval)
 
 
 def _end_action(state: HostState, result: str, log_msg: str) -> Tuple[HostState, List[Output]]:
@@ -270,10 +385,12 @@ def state_changed(state: HostState) -> StateChanged:
     )
 
 
-def _next_nonce(seed: int) -> Tuple[int, int]:
-    # 64-bit LCG (Knuth MMIX constants); the high 31 bits are the nonce.
-    seed = (seed * 6364136223846793005 + 1442695040888963407) & (2**64 - 1)
-    return seed, seed >> 33
+def _prf_nonce(seed: int, counter: int) -> int:
+    # A keyed hash of a counter: unpredictable without the seed, unlike any
+    # PRNG whose state a guest could rebuild from the challenges it sees.
+    digest = hashlib.blake2b(counter.to_bytes(8, "big"), digest_size=4,
+                             key=seed.to_bytes(32, "big")).digest()
+    return int.from_bytes(digest, "big") & NONCE_MAX
 
 
 def _violation(state: HostState, reason: str) -> Tuple[HostState, List[Output]]:
@@ -288,18 +405,74 @@ def _send(
 
 
 def _challenge(state: HostState, now: float, nonce: Optional[int] = None) -> Tuple[HostState, Send]:
-    seed = state.nonce_seed
+    counter = state.nonce_counter
     if nonce is None:
-        seed, nonce = _next_nonce(seed)
+        counter = (counter + 1) & (2**64 - 1)
+        nonce = _prf_nonce(state.nonce_seed, counter)
     nonce &= NONCE_MAX
     if nonce == state.nonce:  # never repeat: a replayed answer must not count
         nonce ^= 1
     assert state.registration is not None
+    rto = _rto_ms(state) / 1000.0
     state = _evolve(
-        state, nonce_seed=seed, previous_nonce=state.nonce, nonce=nonce, answered=False,
+        state, nonce_counter=counter, previous_nonce=state.nonce, nonce=nonce, answered=False,
         challenged_at=now, deadline=now + state.registration.interval_ms / 1000.0,
+        judged=False, respond_by=now + rto, probe_at=now + rto - min(rto / 2.0, 0.010),
+        extended_ms=0.0, lag_extended=False, baseline=None,
     )
     return _send(state, hb.build_challenge, heartbeat_challenge=nonce)
+
+
+def _starved_by(baseline: Optional[Tuple[float, CpuSample]], sample: Optional[CpuSample],
+                now: float) -> Optional[bool]:
+    """From the window's two samples: None (no evidence), False (the guest
+    could have run), True (it waited for a CPU most of the window)."""
+    if baseline is None or sample is None:
+        return None
+    t0, first = baseline
+    window_ns = (now - t0) * 1e9
+    if window_ns < 1e6 or first.own != sample.own:
+        return None  # too short a window to tell
+    waited = (sample.wait_ns - first.wait_ns) / window_ns
+    ran = (sample.run_ns - first.run_ns) / window_ns
+    return waited >= STARVED_MIN_WAIT and ran < STARVED_MAX_RUN
+
+
+def _judge(state: HostState, event: Tick, now: float) -> Tuple[HostState, List[Output]]:
+    """The current challenge is unanswered at its response deadline: extend
+    it (the guest or we could not run), report Starved, or count a miss."""
+    assert state.registration is not None and state.respond_by is not None
+    rto = _rto_ms(state)
+    lag = max(event.lag_ms, (now - state.respond_by) * 1000.0)
+    late = lag >= max(LATE_MIN_MS, LATE_SHARE * rto) and not state.lag_extended
+    starved = _starved_by(state.baseline, event.sample, now)
+    own = event.sample is not None and event.sample.own
+    room = state.config.max_extension_ms - state.extended_ms
+    if (late or starved) and room > 0:
+        step = min(rto, room)
+        return _evolve(
+            state, respond_by=now + step / 1000.0, probe_at=None,
+            extended_ms=state.extended_ms + step, lag_extended=state.lag_extended or late,
+            baseline=(now, event.sample) if event.sample is not None else None,
+        ), []
+    reg = state.registration
+    if starved and own:
+        state = _evolve(state, judged=True, baseline=None, ontime_streak=0)
+        if state.starved:
+            return state, []
+        return _evolve(state, starved=True), [Starved(True, (
+            f"no CPU for the guest: its challenge was extended {state.extended_ms:.0f} ms "
+            f"and it still waited for a CPU"))]
+    state = _evolve(state, judged=True, baseline=None, misses=state.misses + 1, streak=0,
+                    ontime_streak=0)
+    if state.phase == ENABLED and state.misses >= state.config.failure_threshold:
+        state = _evolve(state, phase=FAILED)
+        waited = f" (+{state.extended_ms:.0f} ms extended)" if state.extended_ms else ""
+        return state, [Fault(
+            "heartbeat_loss", reg.corrective_action,
+            f"{state.misses} challenge(s) unanswered within {rto:.0f} ms{waited} "
+            f"at {reg.interval_ms} ms interval"), state_changed(state)]
+    return state, []
 
 
 # ---- event handlers -----------------------------------------------------------------------
@@ -308,7 +481,8 @@ def _on_connected(state: HostState, event: Connected, now: float) -> Tuple[HostS
     # A new channel: whoever is on the other end must register again.
     state, outputs = _end_action(state, "unknown", "heartbeat channel reconnected")
     state = _evolve(state, connected=True, phase=WAITING, registration=None, health=None,
-                    nonce=None, answered=True, previous_nonce=None, deadline=None, misses=0)
+                    nonce=None, answered=True, previous_nonce=None, deadline=None, misses=0,
+                    judged=True, respond_by=None, probe_at=None, baseline=None)
     return state, outputs + [state_changed(state)]
 
 
@@ -316,7 +490,8 @@ def _on_disconnected(state: HostState, event: Disconnected,
                      now: float) -> Tuple[HostState, List[Output]]:
     was = state.phase
     state, outputs = _end_action(state, "unknown", "heartbeat channel closed")
-    state = _evolve(state, connected=False, deadline=None)
+    state = _evolve(state, connected=False, deadline=None, judged=True, respond_by=None,
+                    probe_at=None, baseline=None)
     if was in (ENABLED, FAILED):
         reg = state.registration
         assert reg is not None
@@ -335,22 +510,21 @@ def _on_tick(state: HostState, event: Tick, now: float) -> Tuple[HostState, List
     outputs: List[Output] = []
     if state.action is not None and now >= state.action.deadline:
         state, outputs = _end_action(state, "timeout", "the guest did not answer in time")
-    due = _challenge_deadline(state)
-    if due is None or (now < due and not (event.early and state.answered)):
+    if not state.connected or state.phase not in (ENABLED, FAILED) or state.deadline is None:
+        return state, outputs
+    if not state.answered and not state.judged and state.respond_by is not None:
+        if now < state.respond_by:
+            if state.probe_at is not None and now >= state.probe_at:
+                # the window of evidence opens: is the guest getting a CPU?
+                state = _evolve(state, probe_at=None, baseline=(
+                    (now, event.sample) if event.sample is not None else None))
+            return state, outputs
+        state, judged = _judge(state, event, now)
+        outputs += judged
+        if not state.judged:
+            return state, outputs  # extended: the next challenge waits
+    if now < state.deadline and not (event.early and state.answered):
         return state, outputs  # early or spurious tick: no challenge is due
-    if state.answered:
-        state = _evolve(state, misses=0)
-    else:
-        state = _evolve(state, misses=state.misses + 1)
-        if state.phase == ENABLED and state.misses >= state.config.failure_threshold:
-            reg = state.registration
-            assert reg is not None
-            state = _evolve(state, phase=FAILED)
-            outputs.append(Fault(
-                "heartbeat_loss", reg.corrective_action,
-                f"{state.misses} consecutive challenges unanswered at {reg.interval_ms} ms",
-            ))
-            outputs.append(state_changed(state))
     state, send = _challenge(state, now, event.nonce)
     outputs.append(send)
     return state, outputs
@@ -366,6 +540,11 @@ def _on_received(state: HostState, event: Received, now: float) -> Tuple[HostSta
         return _violation(state, f"{msg_type} is a host-to-guest message")
     if not state.connected:
         state = _evolve(state, connected=True)  # bytes prove the channel is up
+        if state.phase in (ENABLED, FAILED):
+            # a session that lived on: challenge again at once, or it would
+            # stay "connected" with no deadline and never challenge again
+            state = _evolve(state, deadline=now, judged=True, respond_by=None,
+                            probe_at=None, baseline=None)
     handler = _ON_MESSAGE.get((state.phase, msg_type))
     if handler is None:
         return _violation(state, f"{msg_type} unexpected while {state.phase}")
@@ -393,7 +572,8 @@ def _register(state: HostState, msg: dict, now: float) -> Tuple[HostState, List[
     # an action asked of the guest before is not going to be answered.
     state, ended = _end_action(state, "unknown", "the guest registered again")
     state = _evolve(state, phase=ENABLED, registration=reg, health=None, misses=0, nonce=None,
-                    previous_nonce=None, answered=True)
+                    previous_nonce=None, answered=True, judged=True, streak=0,
+                    extended_streak=0, ontime_streak=0)
     state, challenge = _challenge(state, now)
     return state, [ack, *ended, state_changed(state), challenge]
 
@@ -406,15 +586,36 @@ def _response(state: HostState, msg: dict, now: float) -> Tuple[HostState, List[
         return _violation(state, "response does not echo the current challenge")
     if state.answered:
         return _violation(state, "replayed response to an answered challenge")
-    if state.deadline is not None and now > state.deadline:
-        # Arrived after its interval (the Tick may simply not have run yet): a miss.
-        return _violation(state, "late response after the challenge deadline")
     assert state.challenged_at is not None
+    # An answer to the current challenge is proof of life even after its
+    # response deadline (a miss already counted stays counted).
     rtt_ms = (now - state.challenged_at) * 1000.0
     outputs: List[Output] = [RoundTrip(rtt_ms)]
+    cfg = state.config
+    if state.srtt_ms is None:
+        srtt, rttvar = rtt_ms, rtt_ms / 2.0
+    else:  # RFC 6298, 2.3
+        rttvar = 0.75 * state.rttvar_ms + 0.25 * abs(state.srtt_ms - rtt_ms)
+        srtt = 0.875 * state.srtt_ms + 0.125 * rtt_ms
+    ontime = not state.judged and state.extended_ms == 0.0
+    extended = state.extended_ms > 0.0
+    streak = state.streak + 1
+    state = _evolve(
+        state, answered=True, misses=0, rtt_ms=rtt_ms, srtt_ms=srtt, rttvar_ms=rttvar,
+        rtt_count=state.rtt_count + 1, streak=streak, baseline=None, probe_at=None,
+        extended_streak=state.extended_streak + 1 if extended else 0,
+        ontime_streak=state.ontime_streak + 1 if ontime else 0)
+    if not state.starved and state.extended_streak >= cfg.starved_after:
+        state = _evolve(state, starved=True)
+        outputs.append(Starved(True, f"the guest answered only after its deadline was "
+                                     f"extended, {state.extended_streak} challenges in a row"))
+    elif state.starved and state.ontime_streak >= cfg.clear_starved_after:
+        state = _evolve(state, starved=False)
+        outputs.append(Starved(False, f"{state.ontime_streak} answers in a row on time"))
     health = msg["heartbeat_health"]
     old_phase, old_health = state.phase, state.health
-    state = _evolve(state, answered=True, misses=0, rtt_ms=rtt_ms, phase=ENABLED, health=health)
+    phase = ENABLED if old_phase == ENABLED or streak >= cfg.reenable_after else FAILED
+    state = _evolve(state, phase=phase, health=health)
     if health == "unhealthy" and old_health != "unhealthy":
         outputs.append(Fault("unhealthy", msg["corrective_action"],
                              msg["log_msg"] or "guest reports unhealthy"))
@@ -433,7 +634,8 @@ def _nack_unregistered(state: HostState, msg: dict, now: float) -> Tuple[HostSta
 
 def _exit(state: HostState, msg: dict, now: float) -> Tuple[HostState, List[Output]]:
     state, outputs = _end_action(state, "unknown", "the guest agent exited")
-    state = _evolve(state, phase=DISABLED, deadline=None, nonce=None, answered=True, misses=0)
+    state = _evolve(state, phase=DISABLED, deadline=None, nonce=None, answered=True, misses=0,
+                    judged=True, respond_by=None, probe_at=None, baseline=None)
     return state, outputs + [state_changed(state)]
 
 
@@ -441,7 +643,8 @@ def _on_standby(state: HostState, event: Standby, now: float) -> Tuple[HostState
     state, outputs = _end_action(state, "unknown", event.reason or "the host acts on the VM")
     if state.phase not in (ENABLED, FAILED):
         return state, outputs  # waiting or disabled: nothing is challenged anyway
-    state = _evolve(state, phase=DISABLED, deadline=None, nonce=None, answered=True, misses=0)
+    state = _evolve(state, phase=DISABLED, deadline=None, nonce=None, answered=True, misses=0,
+                    judged=True, respond_by=None, probe_at=None, baseline=None)
     return state, outputs + [state_changed(state)]
 
 
