@@ -63,7 +63,10 @@ KERNEL_MODULES = ("virtio_pci", "virtio_console")
 # CRASHED/PANICKED). pvpanic_mmio drives the ISA device (ACPI QEMU0001,
 # libvirt <panic model='isa'/>), pvpanic_pci the PCI one (model='pvpanic').
 # Left out, not an error, for a kernel without them.
-OPTIONAL_MODULES = ("pvpanic_mmio", "pvpanic_pci")
+# i6300esb: the watchdog libvirt's <watchdog model='i6300esb'/> gives (QEMU's
+# WATCHDOG event); Debian's cloud kernel has no driver for it, its generic
+# kernel has (watchdog_kernel()).
+OPTIONAL_MODULES = ("pvpanic_mmio", "pvpanic_pci", "i6300esb")
 QEMU_GA = "/usr/sbin/qemu-ga"
 # The agent's own sources, copied into the image.
 APP_PATHS = ("nfvha/__init__.py", "nfvha/protocol", "nfvha/guest")
@@ -81,7 +84,7 @@ CONTROL_PORT = "nfvha.test.control"
 HEARTBEAT_PORT = "cgcs.heartbeat"
 QGA_PORT = "org.qemu.guest_agent.0"
 # /init's own kernel parameters; every other nfvha.KEY[=VALUE] becomes --KEY [VALUE].
-INIT_PARAMS = ("hostname", "autostart", "wait_ports", "qga")
+INIT_PARAMS = ("hostname", "autostart", "wait_ports", "qga", "qga_port")
 CMDLINE_MAX = 2048  # x86 COMMAND_LINE_SIZE
 
 # /init, run by the kernel as PID 1 (busybox ash).
@@ -104,6 +107,7 @@ NFVHA_AUTOSTART=1
 NFVHA_PORTS="__CONTROL__ __HEARTBEAT__"
 NFVHA_HOSTNAME=
 NFVHA_QGA=1
+NFVHA_QGA_PORT=__QGA__
 [ -f /etc/nfvha-vm.env ] && . /etc/nfvha-vm.env
 # nfvha.KEY=VALUE: /init's own keys, else the agent's --KEY VALUE (appended, so
 # they win over the defaults). One word a line in $EXTRA; never eval'd.
@@ -116,6 +120,7 @@ for w in $(cat /proc/cmdline); do
     nfvha.autostart=*) NFVHA_AUTOSTART=${w#*=} ;;
     nfvha.wait_ports=*) NFVHA_PORTS=$(echo "${w#*=}" | tr , ' ') ;;
     nfvha.qga=*) NFVHA_QGA=${w#*=} ;;
+    nfvha.qga_port=*) NFVHA_QGA_PORT=${w#*=} ;;
     nfvha.*)
       k=${w%%=*}; k=${k#nfvha.}
       case "$k" in
@@ -190,17 +195,33 @@ start_agent() {
 QGA=
 start_qga() {
   [ "$NFVHA_QGA" = 1 ] && [ -x /usr/sbin/qemu-ga ] || return 0
-  [ -e /dev/virtio-ports/__QGA__ ] || return 0
-  /usr/sbin/qemu-ga -m virtio-serial -p /dev/virtio-ports/__QGA__ -t /run/qga \
+  [ -e "/dev/virtio-ports/$NFVHA_QGA_PORT" ] || return 0
+  /usr/sbin/qemu-ga -m virtio-serial -p "/dev/virtio-ports/$NFVHA_QGA_PORT" -t /run/qga \
     -f /run/qga/qemu-ga.pid > /dev/console 2>&1 &
   QGA=$!
   log "qemu-ga started pid=$QGA"
+}
+# A watchdog feeder (busybox watchdog) on /dev/watchdog: "wdog T,P" (re)starts
+# it with timeout T s and a keepalive every P ms. Stopped with SIGTERM it
+# writes the magic 'V' before closing, so the device is disarmed, not fired.
+WDOG=
+stop_wdog() {
+  [ -n "$WDOG" ] || return 0
+  kill -TERM "$WDOG" 2>/dev/null; kill -CONT "$WDOG" 2>/dev/null
+  wait_gone "$WDOG" 20 > /dev/null
+  WDOG=
+}
+start_wdog() {
+  stop_wdog
+  watchdog -F -T "$1" -t "${2}ms" /dev/watchdog > /dev/console 2>&1 &
+  WDOG=$!
 }
 # reboot | poweroff, cleanly: the agent gets SIGTERM and sends exit (the host
 # disables the instance, no alarm); then the kernel reboots or powers off.
 shut() {
   [ -n "$AGENT" ] && { kill -TERM "$AGENT"; kill -CONT "$AGENT"; } 2>/dev/null
   [ -n "$QGA" ] && kill -TERM "$QGA" 2>/dev/null
+  stop_wdog
   log "$1: agent $(wait_gone "$AGENT" 50), qemu-ga $(wait_gone "$QGA" 20)"
   sync
   "$1" -f
@@ -224,6 +245,20 @@ while :; do
       unhealthy) rm -f /run/nfvha/healthy; echo "ok unhealthy" >&3 ;;
       healthy) touch /run/nfvha/healthy; echo "ok healthy" >&3 ;;
       stop) kill -STOP "$AGENT"; echo "ok stop" >&3 ;;
+      # A hang of everything in the guest that answers the host (the agent,
+      # qemu-ga, the watchdog feeder) at one instant: one kill, the signals
+      # microseconds apart; no subshell first (a fork is slow under TCG).
+      freeze) kill -STOP $AGENT $QGA $WDOG 2>/dev/null
+              echo "ok freeze $AGENT $QGA $WDOG" >&3 ;;
+      thaw) kill -CONT $AGENT $QGA $WDOG 2>/dev/null
+            echo "ok thaw $AGENT $QGA $WDOG" >&3 ;;
+      wdog) t=${arg%%,*}; p=${arg#*,}
+            case "$arg" in *,*) ;; *) t= ;; esac
+            case "$t:$p" in :*|*:|*[!0-9:]*)
+              echo "err wdog wants T,P (s,ms): $arg" >&3; continue ;; esac
+            if [ ! -c /dev/watchdog ]; then echo "err no /dev/watchdog" >&3; continue; fi
+            start_wdog "$t" "$p"; echo "ok wdog $WDOG" >&3 ;;
+      nowdog) stop_wdog; echo "ok nowdog" >&3 ;;
       cont) kill -CONT "$AGENT"; echo "ok cont" >&3 ;;
       term) kill -TERM "$AGENT"; echo "ok term" >&3 ;;
       kill) kill -KILL "$AGENT"; echo "ok kill" >&3 ;;
@@ -274,6 +309,7 @@ class GuestImage:
     initrd_bytes: int
     qemu_ga: bool  # qemu-ga is in the image (started when its port is there)
     pvpanic: bool  # a pvpanic driver is in the image
+    watchdog: bool = False  # the i6300esb driver is in the image (control "wdog T,P")
 
     def cmdline(self, **config: object) -> str:
         """kernel_cmdline(**config)."""
@@ -348,6 +384,52 @@ def find_kernel() -> tuple[Path, Path]:
             return k, mods
     raise SystemExit("no readable /boot/vmlinuz-* with /lib/modules/<release>/modules.dep: "
                      "install linux-image-cloud-amd64 (apt-get install linux-image-cloud-amd64)")
+
+
+def watchdog_kernel(cache: Path | None = None) -> tuple[Path, Path]:
+    """A kernel with the i6300esb watchdog driver: (vmlinuz, modules dir).
+
+    One in /boot when the host has it; else Debian's generic kernel of the
+    same version as the host's cloud kernel (the cloud flavour leaves the
+    driver out), fetched with ``apt-get download`` and unpacked (dpkg-deb,
+    depmod) under the cache, not installed. Raises SystemExit naming what
+    failed."""
+    for k in sorted(Path("/boot").glob("vmlinuz-*"), reverse=True):
+        mods = Path("/lib/modules") / k.name[len("vmlinuz-"):]
+        dep = mods / "modules.dep"
+        if dep.exists() and "/i6300esb.ko" in dep.read_text() and os.access(k, os.R_OK):
+            return k, mods
+    cloud = find_kernel()[1].name
+    release = cloud.replace("-cloud-", "-")
+    if release == cloud:
+        raise SystemExit(f"kernel {cloud} has no i6300esb driver and is not a Debian cloud "
+                         "kernel: install a kernel with CONFIG_I6300ESB_WDT")
+    root = (cache or cache_dir()) / "kernels" / release
+    vmlinuz, mods = root / "boot" / f"vmlinuz-{release}", root / "lib" / "modules" / release
+    if vmlinuz.exists() and (mods / "modules.dep").exists():
+        return vmlinuz, mods
+    package = f"linux-image-{release}"
+    staging = root.with_name(f".{release}.{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        for cmd in (["apt-get", "download", package], None, ["depmod", "-b", "x", release]):
+            if cmd is None:
+                debs = list(staging.glob("*.deb"))
+                if not debs:
+                    raise SystemExit(f"apt-get download {package}: no package file")
+                cmd = ["dpkg-deb", "-x", str(debs[0]), "x"]
+            res = subprocess.run(cmd, cwd=staging, capture_output=True, text=True)
+            if res.returncode != 0:
+                raise SystemExit(f"{' '.join(cmd)} failed: {res.stderr.strip()[-500:]}")
+        shutil.rmtree(root, ignore_errors=True)
+        os.replace(staging / "x", root)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if not (mods / "modules.dep").exists() or "/i6300esb.ko" not in \
+            (mods / "modules.dep").read_text():
+        raise SystemExit(f"{package} has no i6300esb driver")
+    return vmlinuz, mods
 
 
 def module_load_order(mods: Path, wanted: tuple[str, ...],
@@ -482,13 +564,15 @@ def _want_qemu_ga(qemu_ga: bool | None) -> bool:
 
 
 def build(cache: Path | None = None, verbose: bool = False, *,
-          qemu_ga: bool | None = None) -> GuestImage:
+          qemu_ga: bool | None = None, kernel: tuple[Path, Path] | None = None) -> GuestImage:
     """Builds the image, or finds it in the cache; returns its kernel and its
     initrd (one file, no per-VM settings: give those on the kernel command
-    line). ``qemu_ga``: put qemu-ga in (None: when the host has it)."""
+    line). ``qemu_ga``: put qemu-ga in (None: when the host has it).
+    ``kernel``: (vmlinuz, its /lib/modules/<release> directory), default
+    find_kernel()'s; watchdog_kernel() gives one with the i6300esb driver."""
     cache = cache or cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
-    kernel, mods = find_kernel()
+    kernel, mods = kernel or find_kernel()
     python = find_python()
     busybox = shutil.which("busybox") or "/bin/busybox"
     if not os.path.exists(busybox):
@@ -577,7 +661,8 @@ def build(cache: Path | None = None, verbose: bool = False, *,
     return GuestImage(kernel=kernel, initrd=initrd, python=python,
                       python_version=manifest["version"], kernel_release=mods.name,
                       initrd_bytes=initrd.stat().st_size, qemu_ga=with_qga,
-                      pvpanic=any("pvpanic" in m for m in order))
+                      pvpanic=any("pvpanic" in m for m in order),
+                      watchdog=any(m.endswith("/i6300esb.ko") for m in order))
 
 
 def _prune(cache: Path, keep: int = 3) -> None:
@@ -607,7 +692,8 @@ def _word(key: str, value: object) -> str:
 def kernel_cmdline(*, interval_ms: int | None = None, corrective_action: str | None = None,
                    probes: Sequence[str] = (), hostname: str | None = None,
                    autostart: bool = True, wait_ports: Sequence[str] | None = None,
-                   qemu_ga: bool = True, agent_options: Mapping[str, object] | None = None,
+                   qemu_ga: bool = True, qga_port: str | None = None,
+                   agent_options: Mapping[str, object] | None = None,
                    console: str | None = "ttyS0", panic: int = 0, quiet: bool = True,
                    extra: Sequence[str] = ()) -> str:
     """The kernel command line for one VM of the shared image.
@@ -615,10 +701,12 @@ def kernel_cmdline(*, interval_ms: int | None = None, corrective_action: str | N
     ``nfvha.hostname`` (default: ``vm-`` + the first 8 characters of the
     SMBIOS uuid, i.e. libvirt's domain uuid), ``nfvha.autostart=0|1``,
     ``nfvha.wait_ports=a,b`` (the ports /init waits for at boot, at most 3 s),
-    ``nfvha.qga=0|1`` are /init's; any other ``nfvha.OPTION[=VALUE]`` is the
-    agent's ``--OPTION [VALUE]`` (``_`` or ``-``), after the defaults
-    ``--device /dev/virtio-ports/cgcs.heartbeat --interval-ms 1000 --probe
-    file:/run/nfvha/healthy`` so it wins. Values are single words.
+    ``nfvha.qga=0|1``, ``nfvha.qga_port=NAME`` (the virtio port qemu-ga
+    serves, default org.qemu.guest_agent.0: another name keeps libvirt from
+    taking the socket, so a client of ours can) are /init's; any other
+    ``nfvha.OPTION[=VALUE]`` is the agent's ``--OPTION [VALUE]`` (``_`` or
+    ``-``), after the defaults ``--device /dev/virtio-ports/cgcs.heartbeat
+    --interval-ms 1000 --probe file:/run/nfvha/healthy`` so it wins. Values are single words.
 
     ``panic=0`` by default: a panicked kernel (after pvpanic has told the host)
     hangs until the host acts, rather than rebooting by itself behind
@@ -638,6 +726,8 @@ def kernel_cmdline(*, interval_ms: int | None = None, corrective_action: str | N
                      else "nfvha.wait_ports=")
     if not qemu_ga:
         words.append("nfvha.qga=0")
+    if qga_port is not None:
+        words.append(_word("qga_port", qga_port))
     options: dict[str, object] = {}
     if interval_ms is not None:
         options["interval_ms"] = int(interval_ms)
@@ -689,14 +779,16 @@ def initrd_with_config(image: GuestImage, dest: Path, **config: object) -> Path:
 
 # ---------------------------------------------------------------- install for libvirt
 
-def install(image: GuestImage, dest: Path = INSTALL_DIR, keep: int = 5) -> GuestImage:
+def install(image: GuestImage, dest: Path = INSTALL_DIR, keep: int = 5, *,
+            links: bool = True) -> GuestImage:
     """Copies kernel and initrd to ``dest`` (default /var/lib/nfvha/images/),
     mode 0644 in 0755 directories, so libvirt's QEMU user (libvirt-qemu) can
     read them; returns the image with those paths. Files are named by content
     (a running domain keeps its own), and ``nfvha-guest.vmlinuz`` /
     ``nfvha-guest.initrd`` link to the newest; older initrds beyond ``keep``
-    are removed. Raises PermissionError naming a directory on the way that
-    others cannot enter."""
+    are removed. ``links`` False leaves those two links as they are (an
+    image for one benchmark, not the default one). Raises PermissionError
+    naming a directory on the way that others cannot enter."""
     dest = Path(dest)
     created = [p for p in (dest, *dest.parents) if not p.exists()]
     dest.mkdir(parents=True, exist_ok=True)
@@ -714,7 +806,8 @@ def install(image: GuestImage, dest: Path = INSTALL_DIR, keep: int = 5) -> Guest
             _atomic_write(dst, src.read_bytes())
         dst.chmod(0o644)
         os.utime(dst)
-    for link, target in (("nfvha-guest.vmlinuz", kernel), ("nfvha-guest.initrd", initrd)):
+    for link, target in ((("nfvha-guest.vmlinuz", kernel), ("nfvha-guest.initrd", initrd))
+                         if links else ()):
         tmp = dest / f".{link}.{os.getpid()}"
         tmp.unlink(missing_ok=True)
         tmp.symlink_to(target.name)

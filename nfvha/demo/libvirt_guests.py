@@ -12,7 +12,10 @@ nfvha-guest) with
   guest from inside (hang the agent, turn unhealthy, panic the kernel, shut
   down, reboot, read the boot id);
 - a pvpanic device, so a kernel panic is libvirt's CRASHED event (the
-  domain is then destroyed: ``on_crash`` destroy).
+  domain is then destroyed: ``on_crash`` destroy);
+- on request, qemu-ga's channel (libvirt's own ``org.qemu.guest_agent.0``,
+  or a port of another name whose socket a client of ours opens) and an
+  i6300esb watchdog (needs an image built with watchdog_kernel()).
 
 Persistent (defined, then started), so a destroyed or crashed domain can
 be started again by a recovery action. The guest's settings ride on its
@@ -28,11 +31,15 @@ import uuid as uuidlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import quoteattr
 
 from nfvha.compute import domain_xml
 from nfvha.demo import guest_image
 
 CHANNELS_ROOT = Path("/var/lib/nfvha/demo-channels")
+# qemu-ga on a port libvirt does not know as its agent's: the socket is free
+# for a client of ours (libvirt's agent API takes whole seconds as timeout).
+DIRECT_QGA_PORT = "nfvha.bench.qga"
 
 
 class GuestError(RuntimeError):
@@ -47,6 +54,7 @@ class LibvirtGuest:
     control_path: str
     console_log: Path
     fleet: GuestFleet
+    qga_path: str | None = None  # qemu-ga's socket when qga="direct"
 
     def domain(self) -> Any:
         return self.fleet.conn().lookupByUUIDString(self.uuid)
@@ -159,10 +167,15 @@ class GuestFleet:
                   corrective_action: str = "reboot", start: bool = True,
                   probe_period_ms: int = 50, heartbeat: bool = True,
                   nova: domain_xml.NovaMeta | None = None,
-                  uuid: str | None = None) -> LibvirtGuest:
+                  uuid: str | None = None, qga: str | None = None,
+                  watchdog: str | None = None) -> LibvirtGuest:
         """Defines (and starts) one guest. ``heartbeat`` False: no heartbeat
         channel in its XML (for hot-plug). ``nova``: the metadata Nova's
-        libvirt driver writes (flavor name, owner)."""
+        libvirt driver writes (flavor name, owner). ``qga``: a qemu-ga
+        channel, "libvirt" (org.qemu.guest_agent.0: libvirt's agent API) or
+        "direct" (a socket of its own, ``qga_path``). ``watchdog``: an
+        i6300esb watchdog with this libvirt action (none, pause, reset...);
+        the guest arms it with its control command ``wdog T,P``."""
         uid = uuid or str(uuidlib.uuid4())
         name = f"{self.prefix}-{label}-{uid[:8]}"
         g = LibvirtGuest(
@@ -172,14 +185,27 @@ class GuestFleet:
         channels = {guest_image.CONTROL_PORT: g.control_path}
         if heartbeat:
             channels[domain_xml.HEARTBEAT_PORT] = g.hb_path
+        qga_port = None
+        if qga is not None:
+            if qga not in ("libvirt", "direct"):
+                raise ValueError(f"qga: 'libvirt' or 'direct', not {qga!r}")
+            qga_port = guest_image.QGA_PORT if qga == "libvirt" else DIRECT_QGA_PORT
+            g.qga_path = str(self.dir / f"qga.{uid[:8]}.sock")
+            channels[qga_port] = g.qga_path
         cmdline = guest_image.kernel_cmdline(
             interval_ms=interval_ms, corrective_action=corrective_action,
             probes=[f"file:/run/nfvha/healthy,period_ms={probe_period_ms}"],
-            wait_ports=() if not heartbeat else None)
+            wait_ports=(() if not heartbeat else
+                        None if qga_port is None else
+                        (guest_image.CONTROL_PORT, domain_xml.HEARTBEAT_PORT, qga_port)),
+            qga_port=qga_port if qga == "direct" else None)
         xml = domain_xml.minimal_domain(
             name, uid, memory_mib=self.memory_mib, kernel=str(self.image.kernel),
             initrd=str(self.image.initrd), cmdline=cmdline, channels=channels,
             console_log=str(g.console_log), panic="isa", nova=nova)
+        if watchdog is not None:
+            xml = xml.replace("</devices>", f"<watchdog model='i6300esb' "
+                                            f"action={quoteattr(watchdog)}/></devices>", 1)
         await asyncio.to_thread(lambda: self.conn().defineXML(xml))
         self.guests.append(g)
         if start:
