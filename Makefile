@@ -45,3 +45,11 @@ clean:
 .PHONY: guest-image
 guest-image: setup
 	$(PY) -m nfvha.demo.guest_image $(GUEST_IMAGE_ARGS)
+
+# Hang detection side by side on real QEMU guests under libvirt (a bench, not
+# in CI): nfvha at 100 ms and its default vs a qemu-ga guest-ping loop
+# (100 ms; Masakari's defaults) and the i6300esb watchdog, the same hangs.
+# BENCH_VM_ARGS=--short for a few minutes, --json for one JSON document.
+.PHONY: bench-vm
+bench-vm: setup
+	$(PY) bench/vm_side_by_side.py $(BENCH_VM_ARGS)
