@@ -99,8 +99,10 @@ class Publisher:
         msg = amqp.Message(json.dumps({"seq": seq}), delivery_mode=2,
                            content_type="application/json")
         try:
-            # py-amqp waits for the broker's confirm in confirm mode (nack raises)
-            self.ch.basic_publish(msg, exchange="", routing_key=self.queue, confirm_timeout=5)
+            # basic_publish_confirm waits for the broker's confirm (nack raises);
+            # plain basic_publish waits only on a confirm_publish=True connection
+            self.ch.basic_publish_confirm(msg, exchange="", routing_key=self.queue,
+                                          confirm_timeout=5)
             self.published.append(seq)
         except Exception:  # noqa: BLE001 - a not-confirmed message is not counted as sent
             self.failed.append(seq)
