@@ -84,8 +84,8 @@ async def run(cluster, note: Optional[str] = None, opts: Optional[Options] = Non
     own = rabbit is None
     rc = RabbitCluster(workdir, 3, cluster=cluster) if own else rabbit
     victim = opts.victim
-    queue = f"nfvha-tc056-{rc.rid}"
     qtype = "quorum" if opts.quorum else "classic"
+    queue = f"nfvha-tc056-{rc.rid}-{qtype}-{time.monotonic_ns() % 1_000_000}"
     record.facts.update({
         "cluster_manager": "Pacemaker" if cluster is not None else "none",
         "cluster_monitor": "ocf:heartbeat:anything, monitor every 100 ms",
