@@ -140,7 +140,8 @@ async def test_hostile_guests_leave_neighbour_round_trip_unchanged(
         assert p99(rtt) <= max(3 * p99(base_rtt), p99(base_rtt) + 25.0)
         assert p99(late) <= max(3 * p99(base_late), p99(base_late) + 25.0)
         # the neighbours got no fault and stayed enabled
-        assert not [f for f in ctl.faults if f["instance_uuid"] in neighbours]
+        assert not [f for f in ctl.faults if f["instance_uuid"] in neighbours], [
+            (f["kind"], f["detail"]) for f in ctl.faults if f["instance_uuid"] in neighbours]
         for u in neighbours:
             assert agent.sessions[u].state.phase == "enabled"
         # Nothing of the attacks leaked into a neighbour's stream. A rare late

@@ -79,7 +79,7 @@ FAILED = "failed"
 RTT_SAMPLES_BEFORE_ADAPTING = 3
 # A guest is starved when it waited for a CPU at least this share of a window
 # and ran less than STARVED_MAX_RUN of it (a spinning, hung guest runs).
-STARVED_MIN_WAIT = 0.5
+STARVED_MIN_WAIT = 0.2
 STARVED_MAX_RUN = 0.25
 # The caller ran late by at least max(LATE_MIN_MS, this share of the response
 # deadline): the answer may sit unread; one extension lets the caller read it.
