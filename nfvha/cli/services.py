@@ -75,9 +75,9 @@ async def start_api(stack: Stack, listen: str, port: int,
 
     import uvicorn
 
-    from nfvha.controller.api import make_app
+    from nfvha.controller.api import ApiLimits, make_app
 
-    app = make_app(stack.controller)
+    app = make_app(stack.controller, ApiLimits.from_conf(conf))
     if conf is not None and conf.api.auth_strategy == "keystone":
         from nfvha.controller import apiauth
         from nfvha.controller.reporters._openstack import connect

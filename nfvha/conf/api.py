@@ -26,6 +26,13 @@ OPTS = [
     cfg.FloatOpt("token_cache_s", default=60.0, min=0.0,
                  help="How long Keystone's answer for a token is remembered (never "
                       "past the token's expiry)."),
+    cfg.IntOpt("max_body_bytes", default=1024 * 1024, min=1024,
+               help="Largest request body the REST API reads; a larger one is "
+                    "answered 413 as soon as it passes this size."),
+    cfg.IntOpt("max_list", default=10000, min=1,
+               help="Largest page (?limit=) of the list endpoints that page "
+                    "(/v1/instances, /v1/server-groups); without ?limit= they "
+                    "return everything."),
 ]
 
 

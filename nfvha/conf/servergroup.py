@@ -25,6 +25,15 @@ OPTS = [
     cfg.FloatOpt("nova_sync_s", default=60.0, min=1.0,
                  help="How often groups are re-read from Nova (notifications keep "
                       "placement current in between)."),
+    cfg.IntOpt("max_groups", default=1000, min=1,
+               help="Server groups the controller holds at most; creating one more "
+                    "through the REST API is refused (403)."),
+    cfg.IntOpt("max_members", default=100, min=1, max=1000,
+               help="Members a server group defined through the REST API may have "
+                    "(Nova's own default quota is 10)."),
+    cfg.IntOpt("max_name_length", default=255, min=1, max=255,
+               help="Longest group id, group name and member name the REST API "
+                    "accepts."),
 ]
 
 

@@ -1,20 +1,30 @@
 """REST API of the controller (JSON; OpenAPI document at /openapi.json).
 
-``make_app(controller)`` builds the app; other parts add their routes with
-``app.include_router(router)`` (server groups do).  ``serve`` runs uvicorn
-inside the caller's event loop, next to the controller and the bus.
+``make_app(controller, limits)`` builds the app; other parts add their
+routes with ``app.include_router(router)`` (server groups do).  ``serve``
+runs uvicorn inside the caller's event loop, next to the controller and the
+bus.  What the API accepts and how it refuses the rest: apibounds.py (body
+limit 413, strict JSON 400, validation 422, caps, paging); no input is a
+500 (tests/test_rest_limits_*.py, tests/test_schemathesis_*.py).
 """
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Literal, Optional
 
 import uvicorn
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Response
+from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
+from nfvha.controller.apibounds import (
+    ApiLimits,
+    StrictJSONRoute,
+    page,
+    validation_error_handler,
+)
 from nfvha.controller.dashboard import dashboard_router
 from nfvha.controller.recovery_api import RecoveryAction, recovery_router
 from nfvha.controller.service import Controller
@@ -107,12 +117,30 @@ class Health(BaseModel):
     store: bool
 
 
-def v1_router(controller: Controller) -> APIRouter:
-    router = APIRouter(prefix="/v1")
+# what every route may answer besides its own codes (apibounds.py)
+BOUNDS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "body not JSON nfvha accepts (NaN, huge numbers, lone "
+               "surrogates, too deep) or an invalid value"},
+    413: {"description": "request body larger than [api] max_body_bytes"},
+}
+
+
+def v1_router(controller: Controller, limits: Optional[ApiLimits] = None) -> APIRouter:
+    limits = limits or ApiLimits()
+    router = APIRouter(prefix="/v1", route_class=StrictJSONRoute, responses=BOUNDS)
 
     @router.get("/instances", response_model=list[Instance])
-    async def list_instances() -> list[dict[str, Any]]:
-        return await controller.list_instances()
+    async def list_instances(
+        limit: Optional[int] = Query(None, ge=1, le=limits.max_list,
+                                     description="at most this many (by uuid); "
+                                     "default: all"),
+        marker: Optional[str] = Query(None, max_length=255,
+                                      description="the last uuid of the previous page"),
+    ) -> list[dict[str, Any]]:
+        found = await controller.list_instances()
+        if limit is None and marker is None:
+            return found  # as before paging: by host, then uuid
+        return page(sorted(found, key=lambda i: i["uuid"]), "uuid", limit, marker)
 
     @router.get("/instances/{uuid}", response_model=Instance,
                 responses={404: {"description": "unknown instance"}})
@@ -152,7 +180,7 @@ def v1_router(controller: Controller) -> APIRouter:
             "(a naive time is UTC); pass the last event's received_at to poll"),
         limit: int = Query(1000, ge=1, le=10000),
     ) -> list[dict[str, Any]]:
-        return await controller.list_events(since, limit)
+        return await controller.list_events(_utc(since), limit)
 
     @router.get("/events/{event_id}", response_model=Event,
                 responses={404: {"description": "unknown event"}})
@@ -165,17 +193,34 @@ def v1_router(controller: Controller) -> APIRouter:
     return router
 
 
-def make_app(controller: Controller) -> FastAPI:
+def _utc(since: Optional[datetime]) -> Optional[datetime]:
+    """``since`` in UTC, or 422: year 1 or 9999 with an offset leaves
+    datetime's range (it was a 500)."""
+    if since is None:
+        return None
+    try:
+        return since.astimezone(timezone.utc) if since.tzinfo else since
+    except OverflowError:
+        raise HTTPException(422, "since is out of range (years 1 to 9999 in UTC)") from None
+
+
+def make_app(controller: Controller, limits: Optional[ApiLimits] = None) -> FastAPI:
+    """The REST app; ``limits`` from the config (ApiLimits.from_conf), else
+    the options' defaults."""
+    limits = limits or ApiLimits()
     app = FastAPI(title="nfvha controller", version="1",
-                  description="Guest heartbeat state and fault events of nfvha.")
+                  description="Guest heartbeat state and fault events of nfvha.",
+                  max_body_size=limits.max_body_bytes)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.state.controller = controller
-    app.include_router(v1_router(controller))
+    app.state.limits = limits
+    app.include_router(v1_router(controller, limits))
     app.include_router(recovery_router(controller))
     service = getattr(controller, "servergroups", None)
     if service is not None:
         from nfvha.controller.servergroup_api import servergroups_router
 
-        app.include_router(servergroups_router(service))
+        app.include_router(servergroups_router(service, limits))
 
     @app.get("/healthz", response_model=Health,
              responses={503: {"description": "store unreachable or controller stopped"}})

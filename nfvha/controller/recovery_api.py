@@ -9,6 +9,8 @@ from typing import Any, Optional
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 
+from nfvha.controller.apibounds import StrictJSONRoute
+
 MAX_UUID = 64
 
 
@@ -55,7 +57,11 @@ def recovery_mode(controller: Any) -> str:
 
 
 def recovery_router(controller: Any) -> APIRouter:
-    router = APIRouter(prefix="/v1")
+    router = APIRouter(prefix="/v1", route_class=StrictJSONRoute, responses={
+        400: {"description": "body not JSON nfvha accepts"},
+        413: {"description": "request body larger than [api] max_body_bytes"},
+        422: {"description": "invalid uuid or body"},
+        503: {"description": "controller not started"}})
 
     def store(name: str, *args: Any) -> Any:
         if controller.store is None:

@@ -5,22 +5,28 @@ or groups Nova does not know about).
 or instance name, ...]}`` creates or replaces a group (stored, so it survives
 a controller restart); ``GET`` lists or shows groups with each member's
 state; ``DELETE`` removes one. Groups that come from Nova are read-only here
-(409): Nova owns them.
+(409): Nova owns them. Bounds ([servergroup] max_groups, max_members,
+max_name_length): a group past them is a 400, one group too many a 403 (as
+Nova's quota); ``GET`` pages with ``limit`` and ``marker`` (by id; without
+them: every group, as the dashboard reads it).
 """
 from __future__ import annotations
 
 from typing import Any, Optional
 
-from fastapi import APIRouter, HTTPException, Response
+from fastapi import APIRouter, HTTPException, Path, Query, Response
 from pydantic import BaseModel, Field
 
-from nfvha.controller.servergroup_service import ServerGroupService
+from nfvha.controller.apibounds import ApiLimits, StrictJSONRoute, page
+from nfvha.controller.servergroup_service import GroupLimit, ServerGroupService
 
 
 class GroupIn(BaseModel):
-    name: str = Field("", description="free text, at most 255 characters")
+    name: str = Field("", description="free text, at most [servergroup] max_name_length "
+                      "characters (255)")
     members: list[Any] = Field(description="instance uuids or instance names "
-                               "(the name in cgcs.messaging.<name>.sock)")
+                               "(the name in cgcs.messaging.<name>.sock), at most "
+                               "[servergroup] max_members (100)")
 
 
 class Member(BaseModel):
@@ -41,31 +47,51 @@ class GroupOut(BaseModel):
     members: list[Member]
 
 
-def servergroups_router(service: ServerGroupService) -> APIRouter:
-    router = APIRouter(prefix="/v1/server-groups", tags=["server groups"])
+def servergroups_router(service: ServerGroupService,
+                        limits: Optional[ApiLimits] = None) -> APIRouter:
+    limits = limits or ApiLimits()
+    service.set_limits(limits.max_server_groups, limits.max_group_members,
+                       limits.max_name_length)
+    router = APIRouter(prefix="/v1/server-groups", tags=["server groups"],
+                       route_class=StrictJSONRoute, responses={
+                           400: {"description": "body not JSON nfvha accepts, or an "
+                                 "invalid group"},
+                           413: {"description": "request body larger than [api] "
+                                 "max_body_bytes"}})
+    GroupId = Path(min_length=1, max_length=limits.max_name_length)
 
     @router.get("", response_model=list[GroupOut])
-    async def list_groups() -> list[dict[str, Any]]:
-        return service.list_groups()
+    async def list_groups(
+        limit: Optional[int] = Query(None, ge=1, le=limits.max_list,
+                                     description="at most this many (by id); default: all"),
+        marker: Optional[str] = Query(None, max_length=limits.max_name_length,
+                                      description="the last id of the previous page"),
+    ) -> list[dict[str, Any]]:
+        groups = service.list_groups()
+        if limit is None and marker is None:
+            return groups
+        return page(sorted(groups, key=lambda g: g["id"]), "id", limit, marker)
 
     @router.get("/{group_id}", response_model=GroupOut,
                 responses={404: {"description": "unknown group"}})
-    async def get_group(group_id: str) -> dict[str, Any]:
+    async def get_group(group_id: str = GroupId) -> dict[str, Any]:
         g = service.get_group(group_id)
         if g is None:
             raise HTTPException(404, f"no server group {group_id}")
         return g
 
     @router.put("/{group_id}", response_model=GroupOut,
-                responses={400: {"description": "invalid group"},
+                responses={403: {"description": "[servergroup] max_groups reached"},
                            409: {"description": "the group comes from Nova"}})
-    async def put_group(group_id: str, body: GroupIn) -> dict[str, Any]:
+    async def put_group(body: GroupIn, group_id: str = GroupId) -> dict[str, Any]:
         try:
             await service.put_group(group_id, body.name, body.members)
+        except GroupLimit as exc:
+            raise HTTPException(403, str(exc)) from None
         except ValueError as exc:
-            raise HTTPException(400, str(exc)) from exc
+            raise HTTPException(400, str(exc)) from None
         except PermissionError as exc:
-            raise HTTPException(409, str(exc)) from exc
+            raise HTTPException(409, str(exc)) from None
         g = service.get_group(group_id)
         assert g is not None
         return g
@@ -73,7 +99,7 @@ def servergroups_router(service: ServerGroupService) -> APIRouter:
     @router.delete("/{group_id}", status_code=204, response_class=Response,
                    responses={404: {"description": "unknown group"},
                               409: {"description": "the group comes from Nova"}})
-    async def delete_group(group_id: str) -> Response:
+    async def delete_group(group_id: str = GroupId) -> Response:
         try:
             found = await service.delete_group(group_id)
         except PermissionError as exc:

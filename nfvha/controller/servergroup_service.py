@@ -25,13 +25,24 @@ import time
 from typing import Any, Awaitable, Callable, Optional
 
 from nfvha.controller import nova_notifications as nn
-from nfvha.controller.servergroups import MAX_ID, ServerGroups, Targets, load_config, load_from_nova
+from nfvha.controller.servergroups import (
+    MAX_ID,
+    ServerGroups,
+    Targets,
+    is_text,
+    load_config,
+    load_from_nova,
+)
 from nfvha.protocol import servergroup as sg
 
 LOG = logging.getLogger(__name__)
 
 Db = Callable[..., Awaitable[Any]]  # runs a Store method in the DB thread
 MAX_INSTANCES_PER_HOST = 10000
+
+
+class GroupLimit(ValueError):
+    """One group more than [servergroup] max_groups (the REST API's 403)."""
 
 
 class ServerGroupService:
@@ -45,6 +56,11 @@ class ServerGroupService:
         self.fanout_min_hosts = fanout_min_hosts
         self._hosts: set[str] = set()
         self.groups = ServerGroups()
+        # REST bounds ([servergroup] max_groups, max_members, max_name_length):
+        # what one client may make the controller hold and show on every GET
+        self.max_groups = 1000
+        self.max_members = 100
+        self.max_name_length = MAX_ID
         self.store: Any = None
         self._db: Optional[Db] = None
         self._nova_task: Optional[asyncio.Task[None]] = None
@@ -254,11 +270,26 @@ class ServerGroupService:
         self._tell("notification", about, targets, msg)
 
     # --- REST -----------------------------------------------------------------------------
+    def set_limits(self, max_groups: int, max_members: int, max_name_length: int) -> None:
+        self.max_groups, self.max_members = max_groups, max_members
+        self.max_name_length = min(max_name_length, MAX_ID)
+
     async def put_group(self, group_id: str, name: Any, members: Any) -> dict[str, Any]:
-        """Creates or replaces a group (ValueError if invalid); persisted first."""
+        """Creates or replaces a group (ValueError if invalid, GroupLimit if
+        one too many); persisted first."""
         name, mem = _validate(group_id, name, members)
+        longest = max([len(group_id), len(name), *map(len, mem)])
+        if longest > self.max_name_length:
+            raise ValueError(f"group id, name and members must be at most "
+                             f"{self.max_name_length} characters")
+        if len(mem) > self.max_members:
+            raise ValueError(f"a group has at most {self.max_members} members")
         if self.groups.origin(group_id) == "nova":
             raise PermissionError("group comes from Nova; change it there")
+        if self.groups.group(group_id) is None \
+                and len(self.groups.all_groups()) >= self.max_groups:
+            raise GroupLimit(f"{self.max_groups} server groups exist, the most "
+                             "[servergroup] max_groups allows")
         assert self._db is not None
         await self._db(self.store.put_server_group, group_id, name, list(mem), "api")
         group = self.groups.set_group(group_id, name, mem, origin="api")
@@ -318,7 +349,8 @@ def _with_refused(answer: dict[str, Any], refused: int) -> dict[str, Any]:
 
 
 def _bad_host(host: Any) -> bool:
-    return not isinstance(host, str) or not host.strip() or len(host) > 255
+    return not isinstance(host, str) or not host.strip() or len(host) > 255 \
+        or not is_text(host)
 
 
 def _check_source(host: Any, source_instance: Any) -> Optional[str]:

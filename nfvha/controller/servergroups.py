@@ -53,15 +53,26 @@ class Instance:
 _FIELDS = ("name", "host", "state", "task_state", "power_state", "heartbeat", "display_name")
 
 
+def is_text(value: Any) -> bool:
+    """Whether a str is text that can be stored and shown: a lone surrogate
+    (a valid JSON escape, "\\udcff") is not, and would fail every encoder."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_id(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > MAX_ID:
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_ID \
+            or not is_text(value):
         raise ValueError(f"{what} must be a non-empty string of at most {MAX_ID} characters")
     return value
 
 
 def validate_group(name: Any, members: Any) -> Tuple[str, Tuple[str, ...]]:
     """Checks a group definition (config or ``PUT /v1/server-groups/{id}``)."""
-    if not isinstance(name, str) or len(name) > MAX_ID:
+    if not isinstance(name, str) or len(name) > MAX_ID or not is_text(name):
         raise ValueError(f"name must be a string of at most {MAX_ID} characters")
     if not isinstance(members, (list, tuple)) or len(members) > MAX_MEMBERS:
         raise ValueError(f"members must be a list of at most {MAX_MEMBERS} instances")
@@ -115,6 +126,9 @@ class ServerGroups:
         unknown = set(fields) - set(_FIELDS)
         if unknown:
             raise ValueError(f"unknown instance fields {sorted(unknown)}")
+        for k, v in fields.items():  # shown in status answers and the REST API
+            if v is not None and (not isinstance(v, str) or not is_text(v)):
+                raise ValueError(f"instance {k} must be text")
         existed = uuid in self._instances
         old = self._instances.get(uuid, Instance(uuid))
         new = replace(old, **{k: v for k, v in fields.items() if v is not None})

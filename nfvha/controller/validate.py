@@ -36,6 +36,22 @@ class Invalid(ValueError):
     pass
 
 
+def is_text(v: str) -> bool:
+    """A lone surrogate (the JSON escape "\\udcff") is a str but not text:
+    no database driver and no JSON response can encode it."""
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def cut(v: str, limit: int) -> str:
+    """Free text, at most ``limit`` characters, lone surrogates replaced."""
+    v = v[:limit]
+    return v if is_text(v) else v.encode("utf-8", "replace").decode("utf-8")
+
+
 def _text(ev: dict[str, Any], key: str, limit: int, required: bool = True) -> str:
     v = ev.get(key)
     if v is None and not required:
@@ -44,6 +60,8 @@ def _text(ev: dict[str, Any], key: str, limit: int, required: bool = True) -> st
         raise Invalid(f"{key} must be a non-empty string")
     if len(v) > limit:
         raise Invalid(f"{key} longer than {limit}")
+    if not is_text(v):
+        raise Invalid(f"{key} holds a lone surrogate: not text")
     return v
 
 
@@ -80,7 +98,7 @@ def _scalar_fact(v: Any) -> tuple[bool, Any]:
     """(keep, value) for one free-form fact: short text, bool, null, a 64-bit
     integer or a finite float; anything else is dropped."""
     if isinstance(v, str):
-        return True, v[:MAX_FACT_TEXT]
+        return True, cut(v, MAX_FACT_TEXT)
     if v is None or isinstance(v, bool):
         return True, v
     if isinstance(v, int):
@@ -101,15 +119,16 @@ def fault_event(ev: Any) -> dict[str, Any]:
         "kind": _text(ev, "kind", MAX_ID),
     }
     action = ev.get("corrective_action")
-    out["corrective_action"] = action[:32] if isinstance(action, str) and action else "unknown"
+    out["corrective_action"] = cut(action, 32) if isinstance(action, str) and action \
+        else "unknown"
     detail = ev.get("detail")
     if detail is None:
         out["detail"] = ""
     elif isinstance(detail, str):
-        out["detail"] = detail[:MAX_DETAIL]
+        out["detail"] = cut(detail, MAX_DETAIL)
     else:  # a non-text detail is kept as short text
         try:
-            out["detail"] = str(detail)[:MAX_DETAIL]
+            out["detail"] = cut(str(detail), MAX_DETAIL)
         except (ValueError, RecursionError):  # an int past str()'s digit limit, deep nesting
             out["detail"] = f"<{type(detail).__name__}>"
     if "detected_at" not in ev:
@@ -121,12 +140,12 @@ def fault_event(ev: Any) -> dict[str, Any]:
 
 def instance_record(host: Any, rec: Any) -> dict[str, Any]:
     """One instance report (``instance_state`` kwargs or a ``hello`` item)."""
-    if not isinstance(host, str) or not host or len(host) > MAX_HOST:
+    if not isinstance(host, str) or not host or len(host) > MAX_HOST or not is_text(host):
         raise Invalid("host must be a non-empty string")
     if not isinstance(rec, dict):
         raise Invalid("an instance report must be an object")
     uuid = rec.get("instance_uuid", rec.get("uuid"))
-    if not isinstance(uuid, str) or not uuid or len(uuid) > MAX_ID:
+    if not isinstance(uuid, str) or not uuid or len(uuid) > MAX_ID or not is_text(uuid):
         raise Invalid("instance_uuid must be a non-empty string")
     state = rec.get("state")
     # isinstance first: a list or an object is unhashable, `in` a set would raise
@@ -139,10 +158,12 @@ def instance_record(host: Any, rec: Any) -> dict[str, Any]:
     if interval is not None and (not int64(interval) or not 0 <= interval <= MAX_INTERVAL_MS):
         raise Invalid(f"interval_ms must be an integer from 0 to {MAX_INTERVAL_MS} or null")
     name = rec.get("name")
-    if name is not None and (not isinstance(name, str) or len(name) > 255):
+    if name is not None and (not isinstance(name, str) or len(name) > 255
+                             or not is_text(name)):
         raise Invalid("name must be a string of at most 255")
     action = rec.get("corrective_action")
-    if action is not None and (not isinstance(action, str) or len(action) > 32):
+    if action is not None and (not isinstance(action, str) or len(action) > 32
+                               or not is_text(action)):
         raise Invalid("corrective_action must be a short string")
     at = rec.get("at")
     at_t = None if at is None else timestamp(at, "at")
@@ -153,7 +174,7 @@ def instance_record(host: Any, rec: Any) -> dict[str, Any]:
     # not the report (the heartbeat state must still be heard)
     facts: dict[str, Any] = {}
     for k, v in rec.items():
-        if k in known or not isinstance(k, str) or len(k) > MAX_ID:
+        if k in known or not isinstance(k, str) or len(k) > MAX_ID or not is_text(k):
             continue
         if len(facts) >= MAX_FACTS:
             break
@@ -167,7 +188,7 @@ def instance_record(host: Any, rec: Any) -> dict[str, Any]:
 
 def sync_report(host: Any, count: Any, digest: Any) -> None:
     """A compute's periodic digest (``sync``): Invalid if malformed."""
-    if not isinstance(host, str) or not host or len(host) > MAX_HOST:
+    if not isinstance(host, str) or not host or len(host) > MAX_HOST or not is_text(host):
         raise Invalid("host must be a non-empty string of at most 255")
     if not isinstance(digest, str) or len(digest) > 64:
         raise Invalid("digest must be a string of at most 64")
