@@ -123,7 +123,7 @@ async def _run_one(name: str, sal: sal_mod.Sal, model: Model, session: Session
                    ) -> ScenarioResult:
     if name.endswith((".yaml", ".yml")) and os.path.exists(name):
         from .yardstick import run_case
-        return await run_case(name, sal, model, session.active_active())
+        return await run_case(name, sal, model, session.active_active(), session=session)
     if name in ("active-active", "active-active-nocheck"):
         from .scenarios import active_active as aa
         record, m = await aa.run(aa.Options(checks=name == "active-active"),

@@ -33,6 +33,21 @@ client_netns}` is where clients reach the service. Faults there:
 kill-process, and nfvha's `drop-port` (nftables drops the service port on
 the node for `options.nfvha.drop_s`, default 0.5 s). Only the SLA verdicts
 apply (no requirement of the model is about a bare pod service).
+
+Yardstick's own HA cases (nfvha/verify/data/yardstick/, the published
+tc045–tc049, tc053, tc056, tc057 with their Jinja defaults filled in):
+`read()` takes any of them — ServiceHA or GeneralHA, attackers (also
+`general-attacker` with `attack_key` and `action_parameter`), monitors with
+their `key`, `command_name`, `monitor_time`, `monitor_number` and `sla`,
+GeneralHA's `operations`, `resultCheckers` and `steps` — and `where()` says
+what runs it here or, plainly, why nothing can: the attacked process
+decides (haproxy → `load-balancer`, rabbitmq-server → `broker`, nova-api →
+nfvha's active/active stand-in; neutron-server, keystone, glance-api,
+cinder-api, swift-proxy and corosync have no deployment here yet). An
+`options.nfvha.deployment` still chooses the deployment explicitly. Their
+`openstack-cmd` monitors cannot run (no OpenStack here): the scenario's own
+client probe stands for them, and each monitor's SLA is judged against it.
+`python -m nfvha.verify.yardstick FILE...` prints that table.
 """
 from __future__ import annotations
 
@@ -49,6 +64,138 @@ from .verdicts import Verdict
 
 SUPPORTED_FAULTS = {"kill-process": signal.SIGKILL, "stop-service": signal.SIGTERM}
 POD_FAULTS = ("kill-process", "drop-port")
+MIDDLEWARE = ("load-balancer", "load-balancer-notrack", "broker", "broker-classic")
+
+# The attacked process decides what runs a published case here.
+DEFAULT_DEPLOYMENT = {"nova-api": "active-active", "haproxy": "load-balancer",
+                      "rabbitmq-server": "broker"}
+RUNS_AS = {
+    "nova-api": "nfvha's active/active stand-in: HAProxy + 3 HTTP instances play nova-api",
+    "haproxy": "scenario load-balancer: HAProxy on the VRRP master of two namespaces killed",
+    "rabbitmq-server": "scenario broker: one node of a three-node RabbitMQ cluster killed",
+}
+NOT_HERE = {
+    "neutron-server": "neutron-server is not installed here (no OpenStack networking "
+                      "service on this machine)",
+    "keystone": "Keystone is not installed here yet (a later session deploys it from PyPI "
+                "behind HAProxy)",
+    "glance-api": "glance-api is not installed here (no OpenStack image service)",
+    "cinder-api": "cinder-api is not installed here (no OpenStack block storage service)",
+    "swift-proxy": "swift-proxy is not installed here (no OpenStack object storage)",
+    "corosync": "the cluster-manager scenario (corosync killed on one node of a three-node "
+                "Corosync/Pacemaker cluster) is not built yet; the case's operations and "
+                "result checkers also read a Fuel deployment's resources (vip__management, "
+                "p_rabbitmq-server, p_conntrackd) that exist on no machine here",
+}
+
+
+def _process_of(attacker: Dict[str, Any]) -> str:
+    """ServiceHA's `process_name`, or GeneralHA's `action_parameter.process_name`."""
+    proc = attacker.get("process_name") or \
+        (attacker.get("action_parameter") or {}).get("process_name") or ""
+    return str(proc)
+
+
+@dataclass
+class Monitor:
+    type: str
+    key: str = ""
+    command: str = ""
+    process: str = ""
+    host: str = ""
+    time_s: Optional[float] = None
+    number: Optional[int] = None
+    sla: Dict[str, float] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        what = self.command or self.process
+        sla = ", ".join(f"{k} {v:g} s" for k, v in self.sla.items())
+        return f"{self.type} {what!r}" + (f" (SLA {sla})" if sla else "")
+
+
+@dataclass
+class YardstickCase:
+    """A published Yardstick HA case as it is written (any ServiceHA/GeneralHA)."""
+    name: str
+    type: str
+    description: str
+    fault_type: str
+    attack_key: str
+    process: str
+    host: str
+    monitors: List[Monitor]
+    operations: List[str]
+    checkers: List[str]
+    steps: List[str]
+    sla: Dict[str, Any]
+    deployment: Optional[str]          # options.nfvha.deployment, if any
+
+
+def read(text: str, name: str = "yardstick") -> YardstickCase:
+    """Reads any Yardstick HA case, runnable here or not; ValueError if it is none."""
+    try:
+        d = yaml.safe_load(text)
+        sc = d["scenarios"][0]
+        opts = sc.get("options") or {}
+        att = (opts.get("attackers") or [{}])[0]
+        mons = []
+        for m in opts.get("monitors") or []:
+            sla = {k: float(v) for k, v in (m.get("sla") or {}).items()}
+            mons.append(Monitor(str(m.get("monitor_type", "")), str(m.get("key", "")),
+                                str(m.get("command_name", "")), str(m.get("process_name", "")),
+                                str(m.get("host", "")), m.get("monitor_time"),
+                                m.get("monitor_number"), sla))
+        steps = [f"{st.get('index')}: {st.get('actionType')} {st.get('actionKey')}"
+                 for st in opts.get("steps") or []]
+        return YardstickCase(
+            name=name, type=str(sc.get("type")), description=" ".join(
+                str(d.get("description", "")).split()),
+            fault_type=str(att.get("fault_type", "")), attack_key=str(att.get("attack_key", "")),
+            process=_process_of(att), host=str(att.get("host", "")), monitors=mons,
+            operations=[f"{o.get('key')} ({o.get('operation_key')})"
+                        for o in opts.get("operations") or []],
+            checkers=[f"{c.get('key')} ({c.get('checker_key')}: "
+                      f"{(c.get('parameter') or {}).get('resource_name')} "
+                      f"{c.get('condition')} {c.get('expectedValue')})"
+                      for c in opts.get("resultCheckers") or []],
+            steps=steps, sla=dict(sc.get("sla") or {}),
+            deployment=(opts.get("nfvha") or {}).get("deployment"))
+    except (yaml.YAMLError, TypeError, AttributeError, KeyError, IndexError,
+            ValueError) as exc:
+        raise ValueError(f"not a Yardstick HA case: {type(exc).__name__}: {exc}") from exc
+
+
+def where(c: YardstickCase) -> tuple:
+    """(deployment that runs the case here, how) or (None, why it cannot run here)."""
+    if c.deployment:
+        return c.deployment, "options.nfvha.deployment"
+    if c.process in DEFAULT_DEPLOYMENT:
+        return DEFAULT_DEPLOYMENT[c.process], RUNS_AS[c.process]
+    return None, NOT_HERE.get(c.process, f"nothing here plays {c.process!r}")
+
+
+def table(cases: List[YardstickCase]) -> str:
+    """What each case asks for and what nfvha does with it here."""
+    out = []
+    for c in cases:
+        dep, how = where(c)
+        out.append(f"{c.name}: {c.type}, {c.fault_type}"
+                   + (f" ({c.attack_key})" if c.attack_key else "")
+                   + f" of {c.process!r} on {c.host}")
+        for m in c.monitors:
+            stand_in = ""
+            if m.type == "openstack-cmd" and dep is not None:
+                stand_in = "  -> not run (no OpenStack here): the scenario's client probe " \
+                           "stands for it"
+            sic = "" if m.type in ("openstack-cmd", "process") or not m.process else \
+                " (sic: the file names the process as its monitor_type; a process monitor)"
+            out.append(f"    monitor {m.describe()}{sic}{stand_in}")
+        for o in c.operations:
+            out.append(f"    operation {o}  -> not run here")
+        for k in c.checkers:
+            out.append(f"    result checker {k}  -> not run here")
+        out.append(f"    runs here as: {dep} ({how})" if dep else f"    cannot run here: {how}")
+    return "\n".join(out)
 
 
 @dataclass
@@ -82,16 +229,19 @@ def _parse(text: str, name: str) -> Case:
     if not isinstance(d, dict) or not d.get("scenarios"):
         raise ValueError("not a Yardstick task: no 'scenarios'")
     sc = d["scenarios"][0]
-    if sc.get("type") != "ServiceHA":
-        raise ValueError(f"only ServiceHA scenarios are supported, not {sc.get('type')!r}")
+    if sc.get("type") not in ("ServiceHA", "GeneralHA"):
+        raise ValueError("only ServiceHA and GeneralHA scenarios are supported, not "
+                         f"{sc.get('type')!r}")
     opts = sc.get("options", {})
     attackers = opts.get("attackers") or []
     if len(attackers) != 1:
         raise ValueError("exactly one attacker is supported")
     fault = attackers[0].get("fault_type")
     ext = opts.get("nfvha") or {}
-    deployment = ext.get("deployment", "active-active")
-    allowed = POD_FAULTS if deployment == "pod" else tuple(SUPPORTED_FAULTS)
+    proc = _process_of(attackers[0])
+    deployment = ext.get("deployment") or DEFAULT_DEPLOYMENT.get(proc, "active-active")
+    allowed = POD_FAULTS if deployment == "pod" else (
+        ("kill-process",) if deployment in MIDDLEWARE else tuple(SUPPORTED_FAULTS))
     if fault not in allowed:
         raise ValueError(f"fault_type {fault!r} not supported here; one of "
                          f"{', '.join(allowed)}")
@@ -108,7 +258,7 @@ def _parse(text: str, name: str) -> Case:
         out_ms = 1000.0 * float(top["outage_time"])
     case = Case(name=name, deployment=deployment,
                 victim=int(ext.get("victim", 2)), fault_type=fault,
-                process_name=attackers[0].get("process_name", ""), monitors=monitors,
+                process_name=proc, monitors=monitors,
                 max_outage_ms=out_ms, max_recover_ms=rec_ms)
     if deployment == "pod":
         host = attackers[0].get("host")
@@ -148,11 +298,19 @@ def sla_verdicts(case: Case, outage_ms: float, recovery_ms: Optional[float],
     return out
 
 
-async def run_case(path: str, target: sal_mod.Sal, model: Model, instances=None):
-    from .runner import result
+async def run_case(path: str, target: sal_mod.Sal, model: Model, instances=None,
+                   session=None):
+    from .runner import NotAvailable, result
     from .scenarios import active_active as aa
     with open(path) as f:
-        case = parse(f.read(), name=path.rsplit("/", 1)[-1].rsplit(".", 1)[0])
+        text = f.read()
+    name = path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    dep, why = where(read(text, name))
+    if dep is None:
+        raise NotAvailable(f"Yardstick case {name} cannot run here: {why}")
+    case = parse(text, name=name)
+    if case.deployment in MIDDLEWARE:
+        return await _run_middleware_case(case, target, model, session)
     if case.deployment == "pod":
         return await _run_pod_case(case, os.path.dirname(os.path.abspath(path)), target)
     if case.deployment not in ("active-active", "active-active-nocheck"):
@@ -201,3 +359,45 @@ async def _run_pod_case(case: Case, base_dir: str, target: sal_mod.Sal):
     return ScenarioResult(case.name, record, m, [],
                           sal_mod.reached(m.detection_ms, m.recovery_ms),
                           sla_verdicts(case, m.outage_ms, m.recovery_ms))
+
+
+async def _run_middleware_case(case: Case, target: sal_mod.Sal, model: Model, session):
+    """tc053 / tc056: the HA middleware scenario, Yardstick's SLA beside our verdicts."""
+    from .scenarios import middleware
+    if session is None:
+        raise ValueError(f"{case.name}: the {case.deployment} scenario needs a session")
+    res = await middleware.run(case.deployment, target, model, session)
+    res.name = case.name
+    r = res.record
+    r.facts["yardstick"] = {
+        "fault_type": case.fault_type, "process_name": case.process_name,
+        "monitors": [x.get("monitor_type") for x in case.monitors],
+        "openstack_cmd": [x.get("command_name") for x in case.monitors
+                          if x.get("monitor_type") == "openstack-cmd"],
+        "stand_in": f"scenario {case.deployment}: its client probe stands for the "
+                    "openstack-cmd monitors (no OpenStack here)"}
+    # Yardstick's process monitor counts the process running again: the restart
+    back = r.first("instance_restarted", after=r.fault_at or 0.0)
+    back_ms = None if back is None or r.fault_at is None else 1000.0 * (back.t - r.fault_at)
+    res.extra_verdicts = sla_verdicts(case, res.measurement.outage_ms,
+                                      res.measurement.recovery_ms, back_ms)
+    return res
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    import argparse
+    ap = argparse.ArgumentParser(prog="python -m nfvha.verify.yardstick",
+                                 description="what each Yardstick HA case asks for and what "
+                                 "nfvha runs for it here")
+    ap.add_argument("files", nargs="+")
+    a = ap.parse_args(argv)
+    cases = []
+    for path in a.files:
+        with open(path) as f:
+            cases.append(read(f.read(), os.path.basename(path).rsplit(".", 1)[0]))
+    print(table(cases))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
