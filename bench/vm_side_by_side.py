@@ -7,7 +7,9 @@ guest_image.watchdog_kernel()). Each runs the nfvha guest agent, qemu-ga and
 a watchdog feeder (busybox watchdog on /dev/watchdog). A hang is all three
 frozen at the same instant (the guest's control command ``freeze``: one
 SIGSTOP for the three pids), timestamped on the host just before the
-command is sent; every method watching that guest measures the same hang:
+command is sent; every method watching that guest measures the same hang (the operator's monitors
+run in a process of their own, as Masakari's does, not in the compute
+agent's event loop; times are CLOCK_MONOTONIC, system-wide):
 
 - nfvha: the compute agent's ``heartbeat_loss`` fault (libvirt source, as
   nfvha demo --qemu wires it: nfvha/demo/qemu_libvirt.py RecoveryRig;
@@ -34,7 +36,8 @@ hang --hangs times each, C --masakari-hangs times, concurrently; before
 each hang the guest waits until every method sees it healthy again, then a
 quiet stretch of random length (so hangs fall at random phases of every
 method's period). A false alarm is a method declaring a hang of a guest
-during its quiet stretches. Last, on A, the application turns unhealthy
+during its quiet stretches, or declaring one on evidence (a first missed
+answer) from before the freeze. Last, on A, the application turns unhealthy
 (its health check file removed) while kernel and agents run: which method
 sees that.
 
@@ -96,12 +99,15 @@ class Probe:
     def __init__(self, name: str, setting: str) -> None:
         self.name, self.setting = name, setting
         self.declared: list[float] = []
+        # declaration -> when its evidence began (its first missed deadline):
+        # one that began before a hang is no detection of it
+        self.evidence: dict[float, float] = {}
 
     def decls(self) -> list[float]:
         return self.declared
 
     def first_after(self, t: float) -> float | None:
-        return next((d for d in self.decls() if d >= t), None)
+        return next((d for d in self.decls() if d >= t and self.evidence.get(d, t) >= t), None)
 
     def healthy(self) -> bool:
         return True
@@ -111,34 +117,68 @@ class NfvhaProbe(Probe):
     def __init__(self, setting: str, rig: Any, uuid: str) -> None:
         super().__init__("nfvha", setting)
         self.rig, self.uuid = rig, uuid
+        # the machine's outputs for this guest: challenge sent, round trip,
+        # state, fault, starved (to show what led to a false alarm or a miss)
+        self.trace: list[tuple[float, str]] = []
+        rig.stack.compute.add_observer(self._observe)
+
+    def _observe(self, uuid: str, out: Any, mono: float) -> None:
+        if uuid != self.uuid:
+            return
+        name = type(out).__name__
+        if name == "Send" and out.msg.get("msg_type") == "challenge":
+            self.trace.append((mono, "challenge"))
+        elif name == "RoundTrip":
+            self.trace.append((mono, f"rtt {out.ms:.0f}"))
+        elif name == "StateChanged":
+            self.trace.append((mono, out.state))
+        elif name == "Fault":
+            self.trace.append((mono, f"FAULT {out.kind} ({out.detail})"))
+        elif name == "Starved":
+            self.trace.append((mono, f"starved={out.active} ({out.detail})"))
+
+    def around(self, t0: float, before: float, after: float) -> str:
+        """The trace from t0 - before to t0 + after, times in ms from t0."""
+        return "; ".join(f"{(m - t0) * 1000:+.0f} {what}" for m, what in self.trace
+                         if t0 - before <= m <= t0 + after)
 
     def decls(self) -> list[float]:  # every fault of the guest, whatever its kind
         return [m for u, _k, m in self.rig.seen.faults if u == self.uuid]
+
+    def kind_at(self, t: float) -> str:
+        return next((k for u, k, m in self.rig.seen.faults if u == self.uuid and m == t), "")
 
     def healthy(self) -> bool:
         return self.rig.seen.states.get(self.uuid, ("", 0.0))[0] == "enabled"
 
 
-class QgaPing(Probe):
+# The operator's monitors run in a process of their own (as Masakari's does),
+# not in the compute agent's event loop: neither slows the other. They report
+# on stdout, one JSON line per event, with CLOCK_MONOTONIC times (system-wide,
+# so comparable with ours); "reset LABEL" on stdin resets a Masakari journal.
+def _setting_qga(period: float, timeout: float, misses: int) -> str:
+    return f"guest-ping {period * 1000:.0f} ms / {timeout * 1000:.0f} ms / {misses} misses"
+
+
+def _setting_masakari(interval: float, timeout: int, threshold: int) -> str:
+    return (f"Masakari introspective monitor: guest-ping {interval:.0f} s / {timeout} s / "
+            f"threshold {threshold}")
+
+
+class QgaPing:
     """guest-ping on qemu-ga's socket: every `period`, `timeout` for the
     answer (matched by id: a frozen agent's late answers are stale), a hang
-    at `misses` misses in a row."""
+    at `misses` misses in a row. The evidence of a hang starts at the first
+    missed answer's deadline."""
 
-    def __init__(self, path: str, period: float, timeout: float, misses: int) -> None:
-        super().__init__("qemu-ga", f"guest-ping {period * 1000:.0f} ms / "
-                                    f"{timeout * 1000:.0f} ms / {misses} misses")
-        self.path, self.period, self.timeout, self.misses = path, period, timeout, misses
-        self.streak = 0
-        self.ok_at = 0.0
-        self.missed = 0
+    def __init__(self, label: str, path: str, emit: Any) -> None:
+        self.label, self.path, self.emit = label, path, emit
+        self.period, self.timeout, self.misses = QGA_FAST
         self.waiting: dict[int, asyncio.Future[float]] = {}
-
-    def healthy(self) -> bool:
-        return self.streak == 0 and time.monotonic() - self.ok_at < 1.0
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
         while line := await reader.readline():
-            with contextlib.suppress(ValueError, AttributeError):
+            with contextlib.suppress(ValueError, AttributeError, KeyError, TypeError):
                 fut = self.waiting.pop(int(json.loads(line)["id"]), None)
                 if fut is not None and not fut.done():
                     fut.set_result(time.monotonic())
@@ -147,6 +187,7 @@ class QgaPing(Probe):
         reader, writer = await asyncio.open_unix_connection(self.path)
         rd = asyncio.create_task(self._read(reader))
         loop = asyncio.get_running_loop()
+        streak, first_miss, healthy = 0, 0.0, None
         try:
             n = 0
             while True:
@@ -158,51 +199,57 @@ class QgaPing(Probe):
                 await writer.drain()
                 try:
                     await asyncio.wait_for(asyncio.shield(fut), self.timeout)
-                    self.streak, self.ok_at = 0, time.monotonic()
+                    streak = 0
                 except asyncio.TimeoutError:
                     self.waiting.pop(n, None)
-                    self.streak += 1
-                    self.missed += 1
-                    if self.streak == self.misses:
-                        self.declared.append(time.monotonic())
+                    streak += 1
+                    if streak == 1:
+                        first_miss = start + self.timeout
+                    if streak == self.misses:
+                        self.emit(self.label, "declared", t=time.monotonic(), evidence=first_miss)
+                if (streak == 0) != healthy:
+                    healthy = streak == 0
+                    self.emit(self.label, "healthy", v=healthy)
                 await asyncio.sleep(max(0.0, start + self.period - time.monotonic()))
         finally:
             rd.cancel()
             writer.close()
 
 
-class Masakari(Probe):
+class Masakari:
     """Masakari's introspective instance monitor, its loop and state machine
-    (qemu_utils.QemuGuestAgent) for one domain, run in a thread: libvirt's
+    (qemu_utils.QemuGuestAgent) for one domain, in a thread: libvirt's
     qemuAgentCommand guest-ping every `interval` s (a fixed-interval loop),
-    `timeout` s each."""
-
-    def __init__(self, dom: Any, interval: float, timeout: int, threshold: int) -> None:
-        super().__init__("qemu-ga", f"Masakari introspective monitor: guest-ping "
-                                    f"{interval:.0f} s / {timeout} s / threshold {threshold}")
-        self.dom, self.interval, self.timeout, self.threshold = dom, interval, timeout, threshold
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
-        self.reset()
-
-    def reset(self) -> None:
-        """resetJournal: what a lifecycle event (the recovery's reboot) does."""
-        with self.lock:
-            self.state, self.failed, self.sent = "discovery", 0, False
-
-    def healthy(self) -> bool:
-        return self.state == "healthy"
+    `timeout` s each; the notification once the failure count exceeds the
+    threshold in state error."""
 
     _NEXT = {("discovery", True): "healthy", ("discovery", False): "discovery",
              ("healthy", True): "healthy", ("healthy", False): "error",
              ("error", True): "healthy", ("error", False): "error",
              ("reported", True): "discovery", ("reported", False): "reported"}
 
-    def _record(self, pingable: bool) -> None:
+    def __init__(self, label: str, dom: Any, emit: Any) -> None:
+        self.label, self.dom, self.emit = label, dom, emit
+        self.interval, self.timeout, self.threshold = MASAKARI
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.first_fail = 0.0
+        self.state, self.failed, self.sent = "discovery", 0, False
+
+    def reset(self) -> None:
+        """resetJournal: what a lifecycle event (the recovery's reboot) does."""
+        with self.lock:
+            self.state, self.failed, self.sent = "discovery", 0, False
+        self.emit(self.label, "healthy", v=False)
+
+    def _record(self, pingable: bool, deadline: float) -> None:
         with self.lock:
             if not pingable:
+                if self.state != "error" and self.state != "reported":
+                    self.first_fail = deadline
                 if self.state == "error" and self.failed > self.threshold and not self.sent:
-                    self.declared.append(time.monotonic())  # _masakari_notifier
+                    self.emit(self.label, "declared", t=time.monotonic(),
+                              evidence=self.first_fail)  # _masakari_notifier
                     self.state, self.sent = "reported", True
                 self.state = self._NEXT[(self.state, False)]
                 if self.state == "error":
@@ -210,6 +257,7 @@ class Masakari(Probe):
             else:
                 self.failed = 0
                 self.state = self._NEXT[(self.state, True)]
+            self.emit(self.label, "healthy", v=self.state == "healthy")
 
     def run(self) -> None:
         import libvirt
@@ -222,8 +270,110 @@ class Masakari(Probe):
                                                    self.timeout, 0) is not None
             except libvirt.libvirtError:
                 ok = False
-            self._record(ok)
+            self._record(ok, start + self.timeout)
             self.stop.wait(max(0.0, start + self.interval - time.monotonic()))
+
+
+async def monitor_worker(specs: list[dict[str, str]]) -> None:
+    """The operator's monitors (--monitor-worker): until stdin closes."""
+    lock = threading.Lock()
+
+    def emit(label: str, ev: str, **kw: Any) -> None:
+        with lock:
+            sys.stdout.write(json.dumps({"label": label, "ev": ev, **kw}) + "\n")
+            sys.stdout.flush()
+
+    tasks: list[asyncio.Future[Any]] = []
+    masakaris: dict[str, Masakari] = {}
+    conn = None
+    for spec in specs:
+        if spec["kind"] == "qga":
+            tasks.append(asyncio.ensure_future(QgaPing(spec["label"], spec["path"], emit).run()))
+        else:
+            import libvirt
+
+            # libvirt prints each error besides raising it: a failed ping is expected
+            libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+            conn = conn or libvirt.open(spec["uri"])
+            m = Masakari(spec["label"], conn.lookupByUUIDString(spec["uuid"]), emit)
+            masakaris[spec["label"]] = m
+            tasks.append(asyncio.ensure_future(asyncio.to_thread(m.run)))
+    emit("", "started")
+    loop = asyncio.get_running_loop()
+    while line := await loop.run_in_executor(None, sys.stdin.readline):
+        cmd, _, label = line.strip().partition(" ")
+        if cmd == "reset" and label in masakaris:
+            masakaris[label].reset()
+    for m in masakaris.values():
+        m.stop.set()
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class Remote(Probe):
+    """A monitor of the worker process, as its events tell it."""
+
+    def __init__(self, name: str, setting: str, worker: Worker, label: str) -> None:
+        super().__init__(name, setting)
+        self.worker, self.label = worker, label
+        self.is_healthy = False
+        worker.probes[label] = self
+
+    def healthy(self) -> bool:
+        return self.is_healthy
+
+    def reset(self) -> None:
+        self.is_healthy = False  # until the worker says so again
+        self.worker.send(f"reset {self.label}")
+
+
+class Worker:
+    def __init__(self) -> None:
+        self.probes: dict[str, Remote] = {}
+        self.proc: asyncio.subprocess.Process | None = None
+        self.reader: asyncio.Task[None] | None = None
+
+    async def start(self, specs: list[dict[str, str]]) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--monitor-worker", json.dumps(specs),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        started = asyncio.get_running_loop().create_future()
+        self.reader = asyncio.create_task(self._read(started))
+        await asyncio.wait_for(started, 60)
+
+    async def _read(self, started: asyncio.Future[None]) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        while line := await self.proc.stdout.readline():
+            ev = json.loads(line)
+            if ev["ev"] == "started" and not started.done():
+                started.set_result(None)
+            p = self.probes.get(ev["label"])
+            if p is None:
+                continue
+            if ev["ev"] == "declared":
+                p.declared.append(ev["t"])
+                p.evidence[ev["t"]] = ev["evidence"]
+            elif ev["ev"] == "healthy":
+                p.is_healthy = ev["v"]
+
+    def send(self, line: str) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write(line.encode() + b"\n")
+
+    async def stop(self) -> None:
+        if self.proc is None:
+            return
+        with contextlib.suppress(Exception):
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+        try:
+            await asyncio.wait_for(self.proc.wait(), 15)
+        except asyncio.TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+        if self.reader is not None:
+            self.reader.cancel()
 
 
 class Watchdog(Probe):
@@ -270,6 +420,7 @@ class Hang:
     t0: float
     ack_ms: float
     detect_ms: dict[int, float | None]  # probe index -> ms
+    thaw: float = 0.0
 
 
 @dataclass
@@ -290,7 +441,7 @@ class Bench:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{self.label}: not healthy again: " + ", ".join(
                     f"{p.name} {p.setting}" for p in self.probes if not p.healthy()))
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.05)
 
     async def run(self) -> None:
         for i in range(self.hangs):
@@ -303,26 +454,54 @@ class Bench:
             deadline = t0 + self.max_hang_s
             while time.monotonic() < deadline and any(
                     p.first_after(t0) is None for p in self.probes):
-                await asyncio.sleep(0.02)
+                await asyncio.sleep(0.05)
             det = {}
             for k, p in enumerate(self.probes):
                 d = p.first_after(t0)
                 det[k] = None if d is None else round((d - t0) * 1000, 3)
-            await self.ctl("thaw")
+            _pids, thaw = await self.ctl("thaw")
             await self.ctl(f"wdog {WATCHDOG_TIMEOUT_S},{WATCHDOG_FEED_MS}")
             for p in self.probes:
-                if isinstance(p, Masakari):
+                if isinstance(p, Remote) and p.setting.startswith("Masakari"):
                     p.reset()
-            self.done.append(Hang(t0, round((ack - t0) * 1000, 3), det))
+            self.done.append(Hang(t0, round((ack - t0) * 1000, 3), det, thaw))
             print(f"  {self.label} hang {i + 1}/{self.hangs}: " + ", ".join(
                 f"{p.name} {'-' if det[k] is None else f'{det[k]:.0f}'}"
                 for k, p in enumerate(self.probes)) + f" ms (freeze ack {ack - t0:.3f} s)",
                 file=sys.stderr, flush=True)
         await self.ready()
 
-    def false_alarms(self, k: int) -> int:
-        decl = self.probes[k].decls()
-        return sum(1 for d in decl for a, b in self.quiet if a < d <= b)
+    def misses(self, k: int) -> list[str]:
+        """The hangs probe k did not declare, with nfvha's outputs meanwhile."""
+        p = self.probes[k]
+        out = []
+        for i, h in enumerate(self.done):
+            if h.detect_ms[k] is None:
+                out.append(f"guest {self.label} {p.name} {p.setting}: hang {i + 1} not declared"
+                           + (f"; nfvha outputs (ms from the freeze): "
+                              f"{p.around(h.t0, 0.5, min(h.thaw - h.t0, 1.5))}"
+                              if isinstance(p, NfvhaProbe) else ""))
+        return out
+
+    def false_alarms(self, k: int) -> list[str]:
+        """What probe k declared during quiet stretches: when, in which stretch."""
+        p = self.probes[k]
+        out = []
+        for d in p.decls():
+            kind = p.kind_at(d) if isinstance(p, NfvhaProbe) else "hang"
+            for i, (a, b) in enumerate(self.quiet):
+                if a < d <= b:
+                    out.append(f"guest {self.label} {p.name} {p.setting}: {kind} "
+                               f"{d - a:.2f} s into quiet stretch {i + 1} ({b - a:.2f} s)"
+                               + (f"; nfvha outputs (ms from it): {p.around(d, 0.6, 0.05)}"
+                                  if isinstance(p, NfvhaProbe) else ""))
+            for i, h in enumerate(self.done):
+                ev = p.evidence.get(d)
+                if h.t0 <= d <= h.thaw and ev is not None and ev < h.t0:
+                    out.append(f"guest {self.label} {p.name} {p.setting}: {kind} "
+                               f"{(d - h.t0) * 1000:.0f} ms after freeze {i + 1}, its first "
+                               f"miss {(h.t0 - ev) * 1000:.0f} ms before it")
+        return out
 
 
 async def unhealthy_check(rig: Any, b: Bench, wait_s: float = 5.0) -> dict[str, bool]:
@@ -375,8 +554,7 @@ async def run(hangs: int, masakari_hangs: int) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="nfvha-bench-vm-"))
     rig = RecoveryRig(load_conf([]), daemon.uri, tmp, reporters=[Ack()])
     benches: list[Bench] = []
-    tasks: list[asyncio.Task[Any]] = []
-    masakaris: list[Masakari] = []
+    worker = Worker()
     conn = None
     try:
         await rig.start(image)
@@ -404,18 +582,17 @@ async def run(hangs: int, masakari_hangs: int) -> dict[str, Any]:
             if (await g.ask("qga", 60)) not in ("S", "R"):
                 raise RuntimeError(f"qemu-ga does not run in {g.name}:\n{g.console()}")
         print(f"3 guests up in {time.monotonic() - t_boot:.0f} s", file=sys.stderr, flush=True)
+        specs = []
         for (label, ms, qga, n), g in zip(plan, guests):
             setting = f"{ms} ms" + (" (default)" if ms == default_ms else "")
             probes: list[Probe] = [NfvhaProbe(setting, rig, g.uuid)]
             if qga == "direct":
-                q = QgaPing(g.qga_path, *QGA_FAST)
-                tasks.append(asyncio.create_task(q.run()))
-                probes.append(q)
+                specs.append({"kind": "qga", "label": label, "path": g.qga_path})
+                probes.append(Remote("qemu-ga", _setting_qga(*QGA_FAST), worker, label))
             else:
-                m = Masakari(g.domain(), *MASAKARI)
-                masakaris.append(m)
-                tasks.append(asyncio.create_task(asyncio.to_thread(m.run)))
-                probes.append(m)
+                specs.append({"kind": "masakari", "label": label, "uri": daemon.uri,
+                              "uuid": g.uuid})
+                probes.append(Remote("qemu-ga", _setting_masakari(*MASAKARI), worker, label))
             dogs[g.uuid] = Watchdog()
             probes.append(dogs[g.uuid])
             ctl = Control(g.control_path)
@@ -423,14 +600,11 @@ async def run(hangs: int, masakari_hangs: int) -> dict[str, Any]:
             benches.append(Bench(label, g, probes, ctl, n,
                                  max_hang_s=120.0 if qga == "libvirt" else 10.0,
                                  quiet_extra_s=MASAKARI[0] if qga == "libvirt" else 0.0))
+        await worker.start(specs)
         await asyncio.gather(*(b.run() for b in benches))
         unhealthy = await unhealthy_check(rig, benches[0])
     finally:
-        for m in masakaris:
-            m.stop.set()
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await worker.stop()
         for b in benches:
             b.ctl.close()
         if conn is not None:
@@ -441,6 +615,8 @@ async def run(hangs: int, masakari_hangs: int) -> dict[str, Any]:
         shutil.rmtree(tmp, ignore_errors=True)
 
     rows: dict[tuple[str, str], dict[str, Any]] = {}
+    false_list: list[str] = []
+    missed_list: list[str] = []
     for b in benches:
         for k, p in enumerate(b.probes):
             row = rows.setdefault((p.name, p.setting), {
@@ -451,7 +627,10 @@ async def run(hangs: int, masakari_hangs: int) -> dict[str, Any]:
                     row["missed"] += 1
                 else:
                     row["samples"].append(h.detect_ms[k])
-            row["false_alarms"] += b.false_alarms(k)
+            alarms = b.false_alarms(k)
+            row["false_alarms"] += len(alarms)
+            false_list.extend(alarms)
+            missed_list.extend(b.misses(k))
             row["quiet_s"] += sum(q1 - q0 for q0, q1 in b.quiet)
     acks = [h.ack_ms for b in benches for h in b.done]
     methods = []
@@ -464,7 +643,8 @@ async def run(hangs: int, masakari_hangs: int) -> dict[str, Any]:
             "commit": measured_commit(), "freeze_ack_ms": {
                 "median": statistics.median(acks) if acks else None,
                 "max": max(acks) if acks else None},
-            "unhealthy_seen": unhealthy}
+            "unhealthy_seen": unhealthy, "false_alarm_list": false_list,
+            "missed_list": missed_list}
 
 
 def _f(x: float | None) -> str:
@@ -505,6 +685,10 @@ def report(doc: dict[str, Any], out: Any) -> None:
     print("false = hangs declared during quiet stretches (no hang); quiet time per method: "
           + ", ".join(f"{m['name']} {m['setting'].split(':')[0][:24]} {m['quiet_s']:.0f} s"
                       for m in ms), file=out)
+    for line in doc["false_alarm_list"]:
+        print(f"  false alarm: {line}", file=out)
+    for line in doc["missed_list"]:
+        print(f"  missed: {line}", file=out)
     seen = doc["unhealthy_seen"]
     print("the application unhealthy (health check failing; kernel and agents run), 5 s: "
           + "; ".join(f"{k}: {'declared' if v else 'not seen'}" for k, v in seen.items()),
@@ -518,13 +702,17 @@ def report(doc: dict[str, Any], out: Any) -> None:
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    ap.add_argument("--short", action="store_true",
-                    help="5 hangs per fast method, 1 for Masakari (a few minutes)")
+    ap.add_argument("--short", "--quick", action="store_true",
+                    help="5 hangs per fast method, 1 for Masakari (about 3 minutes)")
     ap.add_argument("--hangs", type=int, default=20, help="hangs of guests A and B each")
     ap.add_argument("--masakari-hangs", type=int, default=5,
                     help="hangs of guest C (Masakari's monitor: ~1 min each)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--monitor-worker", metavar="SPECS", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.monitor_worker:
+        asyncio.run(monitor_worker(json.loads(args.monitor_worker)))
+        return 0
     if args.short:
         args.hangs, args.masakari_hangs = 5, 1
     logging.basicConfig(level=logging.ERROR)
