@@ -10,14 +10,15 @@ limit 413, strict JSON 400, validation 422, caps, paging); no input is a
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import datetime, timezone
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import uvicorn
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Response
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from nfvha.controller.apibounds import (
     ApiLimits,
@@ -29,6 +30,28 @@ from nfvha.controller.dashboard import dashboard_router
 from nfvha.controller.recovery_api import RecoveryAction, recovery_router
 from nfvha.controller.service import Controller
 from nfvha.protocol.heartbeat import EVENT_TYPES
+
+
+def _iso_only(value: Any) -> Any:
+    """pydantic would read ``since=0.5`` as a Unix time: only ISO 8601 here."""
+    if isinstance(value, str) and not re.match(r"\s*[0-9]{4}-", value):
+        raise ValueError("an ISO 8601 time (YYYY-MM-DD...)")
+    return value
+
+
+IsoTime = Annotated[datetime, BeforeValidator(_iso_only)]
+
+
+def _json_int(value: Any) -> Any:
+    """A JSON integer (42 or 42.0, as JSON Schema has it), not "42" or true."""
+    if isinstance(value, (str, bool)):
+        raise ValueError("an integer")
+    return value
+
+
+# bounds inside the Annotated: outside, with a BeforeValidator, pydantic
+# writes them into the schema as "ge"/"le", which JSON Schema does not know
+TimeoutMs = Annotated[int, Field(ge=1, le=600_000), BeforeValidator(_json_int)]
 
 
 class Heartbeat(BaseModel):
@@ -92,13 +115,15 @@ class Event(BaseModel):
 
 
 class ActionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     action: Literal[EVENT_TYPES] = Field(  # type: ignore[valid-type]
         description="the StarlingX event type: stop, reboot, pause, live_migrate_begin, ...")
     notification: Literal["revocable", "irrevocable"] = Field(
         "revocable", description="revocable: a vote the guest may reject; irrevocable: a "
         "notice it gets time to prepare for")
-    timeout_ms: Optional[int] = Field(
-        None, ge=1, le=600_000, description="how long the guest has to answer; default its "
+    timeout_ms: Optional[TimeoutMs] = Field(
+        None, description="how long the guest has to answer; default its "
         "registered vote_secs (votes) or notice time (notices)")
 
 
@@ -175,7 +200,7 @@ def v1_router(controller: Controller, limits: Optional[ApiLimits] = None) -> API
 
     @router.get("/events", response_model=list[Event])
     async def list_events(
-        since: Optional[datetime] = Query(
+        since: Optional[IsoTime] = Query(
             None, description="only events the controller received after this ISO 8601 time "
             "(a naive time is UTC); pass the last event's received_at to poll"),
         limit: int = Query(1000, ge=1, le=10000),
@@ -194,14 +219,16 @@ def v1_router(controller: Controller, limits: Optional[ApiLimits] = None) -> API
 
 
 def _utc(since: Optional[datetime]) -> Optional[datetime]:
-    """``since`` in UTC, or 422: year 1 or 9999 with an offset leaves
-    datetime's range (it was a 500)."""
-    if since is None:
-        return None
+    """``since`` in UTC. Year 1 or 9999 with an offset leaves datetime's
+    range in UTC (it was a 500): such a time is before, or after, every
+    event there can be, and is answered as the earliest, or latest, time."""
+    if since is None or since.tzinfo is None:
+        return since
     try:
-        return since.astimezone(timezone.utc) if since.tzinfo else since
+        return since.astimezone(timezone.utc)
     except OverflowError:
-        raise HTTPException(422, "since is out of range (years 1 to 9999 in UTC)") from None
+        edge = datetime.min if since.year == datetime.min.year else datetime.max
+        return edge.replace(tzinfo=timezone.utc)
 
 
 def make_app(controller: Controller, limits: Optional[ApiLimits] = None) -> FastAPI:

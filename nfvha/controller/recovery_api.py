@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from fastapi import APIRouter, HTTPException
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, HTTPException, Path
+from pydantic import BaseModel, ConfigDict, Field
 
 from nfvha.controller.apibounds import StrictJSONRoute
 
@@ -45,6 +45,8 @@ class Recovery(BaseModel):
 
 
 class PauseRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)  # "paused": 0 is no bool
+
     paused: bool
     reason: str = Field("", max_length=2000, description="why (shown with each skipped fault)")
 
@@ -68,6 +70,8 @@ def recovery_router(controller: Any) -> APIRouter:
             raise HTTPException(503, "controller not started")
         return controller._db(getattr(controller.store, name), *args)
 
+    Uuid = Path(min_length=1, max_length=MAX_UUID)
+
     def checked(uuid: str) -> str:
         if not uuid or len(uuid) > MAX_UUID:
             raise HTTPException(422, f"instance uuid must be 1 to {MAX_UUID} characters")
@@ -81,7 +85,7 @@ def recovery_router(controller: Any) -> APIRouter:
 
     @router.get("/instances/{uuid}/recovery", response_model=Recovery,
                 responses={404: {"description": "unknown instance"}})
-    async def get_recovery(uuid: str) -> dict[str, Any]:
+    async def get_recovery(uuid: str = Uuid) -> dict[str, Any]:
         """The instance's loop protection: paused, exhausted, counted actions."""
         row = await store("get_recovery", checked(uuid))
         if row is None and await store("get_instance", uuid) is None:
@@ -89,7 +93,7 @@ def recovery_router(controller: Any) -> APIRouter:
         return shown(uuid, row)
 
     @router.post("/instances/{uuid}/recovery", response_model=Recovery)
-    async def pause_recovery(uuid: str, req: PauseRequest) -> dict[str, Any]:
+    async def pause_recovery(req: PauseRequest, uuid: str = Uuid) -> dict[str, Any]:
         """Pause (or resume) recovery of an instance: while paused its faults
         are still reported, but get no action. An instance not heard of yet
         may be paused ahead."""
@@ -97,7 +101,7 @@ def recovery_router(controller: Any) -> APIRouter:
                                        req.reason))
 
     @router.post("/instances/{uuid}/recovery/rearm", response_model=Recovery)
-    async def rearm_recovery(uuid: str) -> dict[str, Any]:
+    async def rearm_recovery(uuid: str = Uuid) -> dict[str, Any]:
         """Clear the exhausted mark and the counted actions."""
         return shown(uuid, await store("rearm_recovery", checked(uuid)))
 

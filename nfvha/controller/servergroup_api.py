@@ -12,21 +12,33 @@ them: every group, as the dashboard reads it).
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
 from fastapi import APIRouter, HTTPException, Path, Query, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from nfvha.controller.apibounds import ApiLimits, StrictJSONRoute, page
 from nfvha.controller.servergroup_service import GroupLimit, ServerGroupService
 
+# At least one character that is not white space to Python (str.strip), to
+# JSON Schema (ECMA \s) and to pydantic (Rust \s) alike: their \s differ on
+# U+001C-U+001F, U+0085 and U+FEFF, named here.
+NOT_BLANK = r"[^\s\x1c-\x1f\x85\ufeff]"
 
-class GroupIn(BaseModel):
-    name: str = Field("", description="free text, at most [servergroup] max_name_length "
-                      "characters (255)")
-    members: list[Any] = Field(description="instance uuids or instance names "
-                               "(the name in cgcs.messaging.<name>.sock), at most "
-                               "[servergroup] max_members (100)")
+
+def group_in(limits: ApiLimits) -> type[BaseModel]:
+    """The PUT body with this controller's bounds in its schema, so the
+    OpenAPI document says what is accepted (schemathesis checks it is)."""
+    member = Field(min_length=1, max_length=limits.max_name_length, pattern=NOT_BLANK)
+    return create_model(
+        "GroupIn", __config__=ConfigDict(extra="forbid", strict=True),
+        name=(str, Field("", max_length=limits.max_name_length,
+                         description="free text, at most [servergroup] max_name_length "
+                         "characters")),
+        members=(list[Annotated[str, member]], Field(
+            max_length=limits.max_group_members,
+            description="instance uuids or instance names (the name in "
+            "cgcs.messaging.<name>.sock), at most [servergroup] max_members")))
 
 
 class Member(BaseModel):
@@ -58,7 +70,7 @@ def servergroups_router(service: ServerGroupService,
                                  "invalid group"},
                            413: {"description": "request body larger than [api] "
                                  "max_body_bytes"}})
-    GroupId = Path(min_length=1, max_length=limits.max_name_length)
+    GroupId = Path(min_length=1, max_length=limits.max_name_length, pattern=NOT_BLANK)
 
     @router.get("", response_model=list[GroupOut])
     async def list_groups(
@@ -80,10 +92,7 @@ def servergroups_router(service: ServerGroupService,
             raise HTTPException(404, f"no server group {group_id}")
         return g
 
-    @router.put("/{group_id}", response_model=GroupOut,
-                responses={403: {"description": "[servergroup] max_groups reached"},
-                           409: {"description": "the group comes from Nova"}})
-    async def put_group(body: GroupIn, group_id: str = GroupId) -> dict[str, Any]:
+    async def put_group(body: BaseModel, group_id: str = GroupId) -> dict[str, Any]:
         try:
             await service.put_group(group_id, body.name, body.members)
         except GroupLimit as exc:
@@ -95,6 +104,13 @@ def servergroups_router(service: ServerGroupService,
         g = service.get_group(group_id)
         assert g is not None
         return g
+
+    # the body's model is made here, from the limits: not an annotation a
+    # string (from __future__) could name
+    put_group.__annotations__["body"] = group_in(limits)
+    router.put("/{group_id}", response_model=GroupOut,
+               responses={403: {"description": "[servergroup] max_groups reached"},
+                          409: {"description": "the group comes from Nova"}})(put_group)
 
     @router.delete("/{group_id}", status_code=204, response_class=Response,
                    responses={404: {"description": "unknown group"},
