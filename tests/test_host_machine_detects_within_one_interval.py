@@ -154,12 +154,19 @@ def test_starvation_extends_only_up_to_its_bound_then_reports_starved_not_failed
     assert [f.kind for f in kinds(out, Fault)] == ["heartbeat_loss"]
 
 
-def test_a_spinning_hung_guest_is_not_starved() -> None:
-    r = Rig().warm()
-    # it runs half the time and waits the other half: it could have answered
+def test_a_spinning_hung_guest_on_a_busy_host_is_declared_at_the_bound_not_starved() -> None:
+    r = Rig(HostConfig(max_extension_ms=300)).warm()
+    # it waits half the time (the host is busy) but runs the other half: it
+    # could have answered, so it is no Starved guest but a hung one
     r.cpu = lambda t: CpuSample(run_ns=int(t * 0.5e9), wait_ns=int(t * 0.5e9))
-    out = r.run_until(r.state.challenged_at + 0.021)
+    sent = r.state.challenged_at
+    out = r.run_until(sent + 0.2)
+    assert kinds(out, Fault) == [] and r.state.extended_ms > 0  # held back: extended
+    out = r.run_until(sent + 0.5)
     assert [f.kind for f in kinds(out, Fault)] == ["heartbeat_loss"]
+    assert kinds(out, Starved) == []
+    (fault,) = kinds(out, Fault)
+    assert "waited for a CPU 50% and ran 50%" in fault.detail
 
 
 def test_host_pressure_alone_extends_but_never_reports_starved() -> None:
@@ -266,3 +273,35 @@ def test_connected_resets_the_round_trip_judgement_but_not_the_estimate() -> Non
     r.registered(interval_ms=100)
     assert host.response_timeout_ms(r.state) == before
     assert [o for o in kinds(r.run_until(r.now + 0.001), Send)] == []
+
+
+def test_input_waiting_unread_at_the_deadline_is_read_before_a_miss_is_declared() -> None:
+    r = Rig().warm()
+    sent = r.state.challenged_at
+    r.run_until(r.state.probe_at)
+    out = r.feed(Tick(sample=IDLE, unread=True), at=sent + 0.020)
+    assert kinds(out, Fault) == [] and r.deadline == pytest.approx(sent + 0.021)
+    assert kinds(r.answer(at=sent + 0.0205), Fault) == []  # it was the answer
+    assert r.state.phase == "enabled"
+
+
+def test_unread_input_that_never_becomes_an_answer_still_ends_in_a_miss() -> None:
+    r = Rig(HostConfig(max_extension_ms=50)).warm()
+    sent = r.state.challenged_at
+    out: list = []
+    while not kinds(out, Fault):  # garbage keeps arriving, never the answer
+        assert r.now - sent < 0.2
+        out += r.feed(Tick(sample=IDLE, unread=True), at=r.deadline)
+    assert r.now - sent == pytest.approx(0.020 + 0.050)
+
+
+def test_answers_the_host_held_back_do_not_teach_the_deadline() -> None:
+    r = Rig().warm()
+    before = host.response_timeout_ms(r.state)
+    r.cpu = starving(0.9)
+    for _ in range(5):  # every answer comes 60 ms late, after extensions
+        sent = r.state.challenged_at
+        r.run_until(sent + 0.060)
+        r.answer(at=sent + 0.060)
+        r.run_until(r.state.deadline)
+    assert host.response_timeout_ms(r.state) == before

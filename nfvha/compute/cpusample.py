@@ -16,9 +16,12 @@ that answers in a few milliseconds costs no reading at all. What it gets:
 """
 from __future__ import annotations
 
+import array
+import fcntl
 import os
 import socket
 import struct
+import termios
 
 from nfvha.protocol.host import CpuSample
 
@@ -39,8 +42,11 @@ def peer_pid(sock: socket.socket | None) -> int | None:
 
 
 def process_sample(pid: int) -> CpuSample | None:
-    """The process's threads' schedstat, summed (None: gone or unreadable)."""
+    """The process's threads' schedstat, summed, and whether one of them is
+    runnable now (its stat's state R: the kernel counts a wait in schedstat
+    only once it ends). None: gone or unreadable."""
     run = wait = 0
+    runnable = False
     base = f"/proc/{pid}/task"
     try:
         tids = os.listdir(base)
@@ -50,12 +56,16 @@ def process_sample(pid: int) -> CpuSample | None:
         try:
             with open(f"{base}/{tid}/schedstat", "rb") as f:
                 fields = f.read().split()
+            with open(f"{base}/{tid}/stat", "rb") as f:
+                stat = f.read()
         except OSError:
             continue  # a thread that just ended
         if len(fields) >= 2:
             run += int(fields[0])
             wait += int(fields[1])
-    return CpuSample(run, wait, own=True)
+        # "pid (comm) S ...": comm may hold spaces and parentheses
+        runnable = runnable or stat[stat.rfind(b")") + 2:stat.rfind(b")") + 3] == b"R"
+    return CpuSample(run, wait, own=True, runnable=runnable)
 
 
 def host_pressure() -> CpuSample | None:
@@ -78,3 +88,15 @@ def sample(pid: int | None) -> CpuSample | None:
         if got is not None:
             return got
     return host_pressure()
+
+
+def unread_bytes(fd: int) -> int:
+    """Bytes waiting in a socket's receive queue (FIONREAD; 0 if unknown)."""
+    if fd < 0:
+        return 0
+    buf = array.array("i", [0])
+    try:
+        fcntl.ioctl(fd, termios.FIONREAD, buf, True)
+    except OSError:
+        return 0
+    return buf[0]

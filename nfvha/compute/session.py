@@ -82,6 +82,7 @@ class InstanceSession(GuestChannel):
         # the secret key of the machine's nonce PRF: challenges a guest cannot predict
         self.state = host.initial(config, nonce_seed=int.from_bytes(os.urandom(32), "big"))
         self.peer_pid: int | None = None  # who answers for the guest (its QEMU), if known
+        self._fd = -1  # the channel's socket, to see input not read yet
         # single-port: the server-group machine sees every frame first
         self.sg_state: sg.SessionState | None = None
         if single_port is not None:
@@ -107,7 +108,9 @@ class InstanceSession(GuestChannel):
     def _on_connected(self) -> None:
         self.decoder = LineDecoder(self._max_msg)
         assert self.transport is not None
-        self.peer_pid = cpusample.peer_pid(self.transport.get_extra_info("socket"))
+        sock = self.transport.get_extra_info("socket")
+        self.peer_pid = cpusample.peer_pid(sock)
+        self._fd = sock.fileno() if sock is not None else -1
         self._feed(host.Connected())
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -260,9 +263,12 @@ class InstanceSession(GuestChannel):
                 self.late_ms.append(lag_ms)
             # the guest's CPU counters only when a challenge is still unanswered
             # near its deadline: could it have answered?
-            sample = cpusample.sample(self.peer_pid) if host.wants_sample(self.state, now) \
-                else None
-            self._step(host.Tick(early=early, sample=sample, lag_ms=lag_ms), now)
+            sample, unread = None, False
+            if host.wants_sample(self.state, now):
+                sample = cpusample.sample(self.peer_pid)
+                unread = cpusample.unread_bytes(self._fd) > 0  # an answer not read yet?
+            self._step(host.Tick(early=early, sample=sample, lag_ms=lag_ms, unread=unread),
+                       now)
         except Exception:
             self._internal_error("timer")
 

@@ -24,9 +24,11 @@ OPTS = [
                     "4 x its deviation) and never exceeds the interval. Set it to the "
                     "interval or more for the old rule: a miss only when the next "
                     "challenge is due."),
-    cfg.IntOpt("max_extension_ms", default=1000, min=0,
+    cfg.IntOpt("max_extension_ms", default=500, min=0,
                help="How long in all a challenge's response deadline may be extended "
-                    "while the guest's QEMU process waits for a CPU (schedstat) or the "
+                    "while the guest's QEMU process waits for a CPU (a thread runnable, "
+                    "or waiting in schedstat; a guest busy on its own CPU counts too, "
+                    "so a hung guest spinning is declared this much later) or the "
                     "compute agent itself runs late, before a miss is declared or, for "
                     "a guest starved by its own evidence, the host condition 'starved' "
                     "(no VM fault) is reported. 0: no extension."),

@@ -29,7 +29,8 @@ Rules that bind this file:
   deadline that follows the channel's measured round trip (RFC 6298's
   estimator: srtt + 4 rttvar, floored at ``min_response_ms``, capped at the
   interval; the interval until ``RTT_SAMPLES_BEFORE_ADAPTING`` answers have
-  been seen). A challenge unanswered at its response deadline is a miss;
+  been seen; an answer that came during an extension is not learnt). A
+  challenge unanswered at its response deadline is a miss;
   ``failure_threshold`` (default 1) misses in a row -> Fault
   ``heartbeat_loss`` and phase failed, so a dead guest is declared within
   one interval plus the response deadline. Challenges continue; an answer
@@ -41,13 +42,15 @@ Rules that bind this file:
   pass a ``CpuSample`` (the guest's QEMU threads' schedstat, or the host's
   CPU pressure when the guest's process is unknown) in the Tick, once a
   little before the response deadline and again at it; ``Tick.lag_ms`` is
-  how late the caller itself ran. A guest that spent most of that window
-  waiting for a CPU, or a caller that ran late, gets its deadline extended
-  (in steps of the response deadline, at most ``max_extension_ms`` in all)
-  instead of a miss. A guest starved to that bound by its own evidence is
-  reported ``Starved`` (a host-side condition: no fault, no recovery), as
-  is one that needed extensions ``starved_after`` challenges in a row; the
-  caller's lateness or host-wide pressure never make ``Starved`` (a hung
+  how late the caller itself ran. A guest that waits for a CPU at that
+  moment or spent a fifth of the window waiting for one, or a caller that
+  ran late (once), gets its deadline
+  extended (in steps of the response deadline, at most ``max_extension_ms``
+  in all) instead of a miss. A guest still held back at that bound that got
+  under a quarter of a CPU over the extension is reported ``Starved`` (a
+  host-side condition: no fault, no recovery), as is one that needed
+  extensions ``starved_after`` challenges in a row; one that ran more, the
+  caller's lateness and host-wide pressure never make ``Starved`` (a hung
   guest on a busy host is still declared, at the bound).
 - An unhealthy answer -> Fault ``unhealthy`` once per
   healthy->unhealthy transition, whatever its corrective action (the
@@ -77,14 +80,19 @@ FAILED = "failed"
 
 # Answers seen before the response deadline adapts (until then: the interval).
 RTT_SAMPLES_BEFORE_ADAPTING = 3
-# A guest is starved when it waited for a CPU at least this share of a window
-# and ran less than STARVED_MAX_RUN of it (a spinning, hung guest runs).
+# The host held a guest back when it waited for a CPU at least this share of
+# a window of evidence: its deadline is extended (up to max_extension_ms).
 STARVED_MIN_WAIT = 0.2
+# At that bound it is Starved (no fault) only if it also ran less than this
+# share of the whole extension: a guest that got CPU time and still did not
+# answer (a hung guest spinning on a busy host) is a miss, however late.
 STARVED_MAX_RUN = 0.25
 # The caller ran late by at least max(LATE_MIN_MS, this share of the response
 # deadline): the answer may sit unread; one extension lets the caller read it.
 LATE_SHARE = 0.5
 LATE_MIN_MS = 5.0
+# Input waiting unread at a deadline: look again this much later, once read.
+UNREAD_STEP_MS = 1.0
 
 
 @dataclass(frozen=True)
@@ -93,7 +101,7 @@ class HostConfig:
     max_interval_ms: int = 60000
     failure_threshold: int = 1  # misses in a row -> heartbeat_loss
     min_response_ms: int = 20  # floor of the adaptive response deadline
-    max_extension_ms: int = 1000  # starvation extensions of one challenge, in all
+    max_extension_ms: int = 500  # starvation extensions of one challenge, in all
     starved_after: int = 3  # challenges in a row answered only thanks to an extension
     reenable_after: int = 2  # answers in a row that re-enable a failed guest
     clear_starved_after: int = 10  # on-time answers in a row that clear Starved
@@ -127,14 +135,16 @@ class PendingAction:
 class CpuSample:
     """Cumulative CPU counters of whatever answers for the guest, in ns:
     its QEMU process's threads summed (``/proc/<pid>/task/*/schedstat``: time
-    on a CPU, time runnable but waiting, CFS throttling included), or, when
-    the guest's process is unknown, the host's CPU pressure (``own=False``,
-    wait = PSI "some" total): that extends a deadline but never makes a
-    guest ``Starved``."""
+    on a CPU, time runnable but waiting, CFS throttling included; the kernel
+    adds a wait only when it ends), and whether one of them is runnable right
+    now (a wait under way); or, when the guest's process is unknown, the
+    host's CPU pressure (``own=False``, wait = PSI "some" total): that
+    extends a deadline but never makes a guest ``Starved``."""
 
     run_ns: int
     wait_ns: int
     own: bool = True
+    runnable: bool = False
 
 
 @dataclass(frozen=True)
@@ -165,6 +175,7 @@ class HostState:
     extended_ms: float = 0.0  # extensions the current challenge got
     lag_extended: bool = False  # one of them for the caller's own lateness
     baseline: Optional[Tuple[float, CpuSample]] = None  # (when, sample) opening a window
+    origin: Optional[Tuple[float, CpuSample]] = None  # the first window's, while extended
     extended_streak: int = 0  # challenges in a row answered only thanks to an extension
     ontime_streak: int = 0  # answers in a row within the response deadline
     streak: int = 0  # valid answers in a row
@@ -198,6 +209,7 @@ class Tick:
     nonce: Optional[int] = None  # the next challenge value, if the caller picks it
     sample: Optional[CpuSample] = None  # when wants_sample() said so
     lag_ms: float = 0.0  # how late the caller runs this Tick (its loop lag)
+    unread: bool = False  # the channel holds bytes the caller has not read yet
     # Before the deadline a Tick does nothing, except with early=True once the
     # current challenge is answered: then the next challenge goes out now.
     # That moves the rhythm's phase (the caller spreads guests that registered
@@ -418,24 +430,24 @@ def _challenge(state: HostState, now: float, nonce: Optional[int] = None) -> Tup
         state, nonce_counter=counter, previous_nonce=state.nonce, nonce=nonce, answered=False,
         challenged_at=now, deadline=now + state.registration.interval_ms / 1000.0,
         judged=False, respond_by=now + rto, probe_at=now + rto - min(rto / 2.0, 0.010),
-        extended_ms=0.0, lag_extended=False, baseline=None,
+        extended_ms=0.0, lag_extended=False, baseline=None, origin=None,
     )
     return _send(state, hb.build_challenge, heartbeat_challenge=nonce)
 
 
-def _starved_by(baseline: Optional[Tuple[float, CpuSample]], sample: Optional[CpuSample],
-                now: float) -> Optional[bool]:
-    """From the window's two samples: None (no evidence), False (the guest
-    could have run), True (it waited for a CPU most of the window)."""
+def _share(baseline: Optional[Tuple[float, CpuSample]], sample: Optional[CpuSample],
+           now: float) -> Optional[Tuple[float, float, float]]:
+    """(waited, ran) as shares of the window from ``baseline`` to now, and the
+    window in ms; None when there is no evidence (no samples, too short a
+    window, samples of different sources)."""
     if baseline is None or sample is None:
         return None
     t0, first = baseline
     window_ns = (now - t0) * 1e9
     if window_ns < 1e6 or first.own != sample.own:
-        return None  # too short a window to tell
-    waited = (sample.wait_ns - first.wait_ns) / window_ns
-    ran = (sample.run_ns - first.run_ns) / window_ns
-    return waited >= STARVED_MIN_WAIT and ran < STARVED_MAX_RUN
+        return None
+    return ((sample.wait_ns - first.wait_ns) / window_ns,
+            (sample.run_ns - first.run_ns) / window_ns, window_ns / 1e6)
 
 
 def _judge(state: HostState, event: Tick, now: float) -> Tuple[HostState, List[Output]]:
@@ -443,35 +455,53 @@ def _judge(state: HostState, event: Tick, now: float) -> Tuple[HostState, List[O
     it (the guest or we could not run), report Starved, or count a miss."""
     assert state.registration is not None and state.respond_by is not None
     rto = _rto_ms(state)
+    sample = event.sample
     lag = max(event.lag_ms, (now - state.respond_by) * 1000.0)
-    late = lag >= max(LATE_MIN_MS, LATE_SHARE * rto) and not state.lag_extended
-    starved = _starved_by(state.baseline, event.sample, now)
-    own = event.sample is not None and event.sample.own
+    # We ran late, or too late to open a window of evidence: once per challenge.
+    # Bytes waiting unread (the answer may be among them): every time.
+    late = (lag >= max(LATE_MIN_MS, LATE_SHARE * rto)
+            or (state.baseline is None and sample is not None)) and not state.lag_extended
+    late = late or event.unread
+    last = _share(state.baseline, sample, now)
+    # the host held it back: it waits for a CPU now, or did for part of the window
+    waited = (sample is not None and sample.runnable) or (
+        last is not None and last[0] >= STARVED_MIN_WAIT)
     room = state.config.max_extension_ms - state.extended_ms
-    if (late or starved) and room > 0:
-        step = min(rto, room)
+    origin = state.origin
+    if origin is None:  # where the first window of this challenge opened
+        origin = state.baseline if state.baseline is not None else (
+            (now, sample) if sample is not None else None)
+    if (late or waited) and room > 0:
+        step = min(rto, room) if not event.unread else min(UNREAD_STEP_MS, room)
         return _evolve(
-            state, respond_by=now + step / 1000.0, probe_at=None,
-            extended_ms=state.extended_ms + step, lag_extended=state.lag_extended or late,
-            baseline=(now, event.sample) if event.sample is not None else None,
+            state, respond_by=now + step / 1000.0, probe_at=None, origin=origin,
+            extended_ms=state.extended_ms + step,
+            lag_extended=state.lag_extended or (late and not event.unread),
+            baseline=(now, sample) if sample is not None else None,
         ), []
     reg = state.registration
-    if starved and own:
-        state = _evolve(state, judged=True, baseline=None, ontime_streak=0)
+    seen = "" if last is None else (f"; in the last {last[2]:.0f} ms the guest waited for a "
+                                    f"CPU {last[0]:.0%} and ran {last[1]:.0%} of the time")
+    whole = _share(origin, sample, now)
+    if waited and sample is not None and sample.own and whole is not None \
+            and whole[1] < STARVED_MAX_RUN:
+        # held back to the bound and it barely ran: the host's doing, not a VM fault
+        state = _evolve(state, judged=True, baseline=None, origin=None, ontime_streak=0)
         if state.starved:
             return state, []
         return _evolve(state, starved=True), [Starved(True, (
-            f"no CPU for the guest: its challenge was extended {state.extended_ms:.0f} ms "
-            f"and it still waited for a CPU"))]
-    state = _evolve(state, judged=True, baseline=None, misses=state.misses + 1, streak=0,
-                    ontime_streak=0)
+            f"the guest got {whole[1]:.0%} of a CPU over {whole[2]:.0f} ms and waited for "
+            f"one {whole[0]:.0%} of it: its challenge went unanswered"))]
+    state = _evolve(state, judged=True, baseline=None, origin=None, misses=state.misses + 1,
+                    streak=0, ontime_streak=0)
     if state.phase == ENABLED and state.misses >= state.config.failure_threshold:
         state = _evolve(state, phase=FAILED)
-        waited = f" (+{state.extended_ms:.0f} ms extended)" if state.extended_ms else ""
+        extended = f" +{state.extended_ms:.0f} ms extended" if state.extended_ms else ""
         return state, [Fault(
             "heartbeat_loss", reg.corrective_action,
-            f"{state.misses} challenge(s) unanswered within {rto:.0f} ms{waited} "
-            f"at {reg.interval_ms} ms interval"), state_changed(state)]
+            f"{state.misses} challenge(s) unanswered within {rto:.0f} ms{extended} at "
+            f"{reg.interval_ms} ms interval (agent lag {lag:.0f} ms{seen})"),
+            state_changed(state)]
     return state, []
 
 
@@ -592,17 +622,22 @@ def _response(state: HostState, msg: dict, now: float) -> Tuple[HostState, List[
     rtt_ms = (now - state.challenged_at) * 1000.0
     outputs: List[Output] = [RoundTrip(rtt_ms)]
     cfg = state.config
-    if state.srtt_ms is None:
-        srtt, rttvar = rtt_ms, rtt_ms / 2.0
-    else:  # RFC 6298, 2.3
-        rttvar = 0.75 * state.rttvar_ms + 0.25 * abs(state.srtt_ms - rtt_ms)
-        srtt = 0.875 * state.srtt_ms + 0.125 * rtt_ms
     ontime = not state.judged and state.extended_ms == 0.0
     extended = state.extended_ms > 0.0
+    srtt, rttvar, count = state.srtt_ms, state.rttvar_ms, state.rtt_count
+    if not extended:
+        # An answer the host held back measures the host, not the channel: the
+        # deadline must not learn it (a starved guest would look normal).
+        if srtt is None:
+            srtt, rttvar = rtt_ms, rtt_ms / 2.0
+        else:  # RFC 6298, 2.3
+            rttvar = 0.75 * rttvar + 0.25 * abs(srtt - rtt_ms)
+            srtt = 0.875 * srtt + 0.125 * rtt_ms
+        count += 1
     streak = state.streak + 1
     state = _evolve(
         state, answered=True, misses=0, rtt_ms=rtt_ms, srtt_ms=srtt, rttvar_ms=rttvar,
-        rtt_count=state.rtt_count + 1, streak=streak, baseline=None, probe_at=None,
+        rtt_count=count, streak=streak, baseline=None, probe_at=None,
         extended_streak=state.extended_streak + 1 if extended else 0,
         ontime_streak=state.ontime_streak + 1 if ontime else 0)
     if not state.starved and state.extended_streak >= cfg.starved_after:
