@@ -17,7 +17,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_defaults() -> None:
     settings = cli.resolve(cli.build_parser().parse_args([]))
     assert settings["device"] == "/dev/virtio-ports/cgcs.heartbeat"
-    assert settings["interval_ms"] == 250
+    assert settings["interval_ms"] == 200
     assert settings["corrective_action"] == "reboot"
     assert settings["probe"] == []
 

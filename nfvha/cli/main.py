@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.add_argument("--guests", type=int, default=5)
-    p.add_argument("--interval-ms", type=int, default=250, help="guest heartbeat interval")
+    p.add_argument("--interval-ms", type=int, default=200,
+                   help="guest heartbeat interval (the guest agent's default)")
     p.add_argument("--rounds", type=int, default=None,
                    help="repeat the fault sequence N times (default 3; 1 with --qemu)")
     p.add_argument("--qemu", action="store_true",

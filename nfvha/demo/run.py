@@ -137,7 +137,7 @@ async def _wait_fault(obs: Observed, uuid_: str, kind: str, after: float,
             await asyncio.wait_for(obs.changed.wait(), left)
 
 
-async def run_demo(conf: Any, *, guests: int = 5, interval_ms: int = 250, rounds: int = 1,
+async def run_demo(conf: Any, *, guests: int = 5, interval_ms: int = 200, rounds: int = 1,
                    as_json: bool = False) -> int:
     from nfvha.cli.services import build_reporters, start_stack
 

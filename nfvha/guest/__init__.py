@@ -6,7 +6,7 @@ Standard library only, Python 3.8+; ships also as one zipapp file
     from nfvha.guest import Agent, register_health_check
 
     register_health_check(lambda: (db_ok(), "database unreachable"))
-    Agent("/dev/virtio-ports/cgcs.heartbeat", interval_ms=250).run_forever()
+    Agent("/dev/virtio-ports/cgcs.heartbeat", interval_ms=200).run_forever()
 
 Server-group messaging (docs/server-group.md)::
 

@@ -62,7 +62,7 @@ class Agent:
         device: str = DEFAULT_DEVICE,
         *,
         name: Optional[str] = None,
-        interval_ms: int = 250,
+        interval_ms: int = 200,
         corrective_action: str = "reboot",
         probes: Optional[List[str]] = None,
         event_script: Optional[str] = None,

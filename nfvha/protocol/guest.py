@@ -44,7 +44,7 @@ VOTE_MARGIN_MS = 100
 class GuestConfig:
     invocation_id: int  # pick it at random per agent start
     name: str
-    interval_ms: int = 250
+    interval_ms: int = 200
     corrective_action: str = "reboot"
     vote_secs: int = 8
     shutdown_notice_secs: int = 8
