@@ -138,10 +138,9 @@ def validate(msg: dict) -> Optional[str]:
 
 
 def truncate_utf8(text: str, limit: int) -> str:
-    """Cuts ``text`` to at most ``limit`` UTF-8 bytes without splitting a character."""
+    """Cuts ``text`` to at most ``limit`` UTF-8 bytes without splitting a
+    character; a lone surrogate (not text: validate refuses it) becomes "?"."""
     raw = text.encode("utf-8", "replace")
-    if len(raw) <= limit:
-        return text
     return raw[:limit].decode("utf-8", "ignore")
 
 
