@@ -73,6 +73,9 @@ from _common import pct  # noqa: E402
 
 WATCHDOG_TIMEOUT_S = 1          # the i6300esb driver's floor (heartbeat 1..2046 s)
 WATCHDOG_FEED_MS = 500          # keepalive at half the timeout (busybox, systemd)
+# A freeze acknowledged later than this: the guest (its vCPU) stalled as the
+# command was sent, the freeze itself came up to that much after its timestamp
+STALLED_ACK_MS = 100.0
 QGA_FAST = (0.1, 0.1, 3)        # period s, timeout s, misses
 MASAKARI = (10.0, 2, 3)         # guest_monitoring_interval, _timeout, _failure_threshold
 DETECTOR_FILES = ("nfvha/protocol/host.py", "nfvha/compute/session.py",
@@ -114,9 +117,9 @@ class Probe:
 
 
 class NfvhaProbe(Probe):
-    def __init__(self, setting: str, rig: Any, uuid: str) -> None:
+    def __init__(self, setting: str, rig: Any, uuid: str, interval_ms: int) -> None:
         super().__init__("nfvha", setting)
-        self.rig, self.uuid = rig, uuid
+        self.rig, self.uuid, self.interval_ms = rig, uuid, interval_ms
         # the machine's outputs for this guest: challenge sent, round trip,
         # state, fault, starved (to show what led to a false alarm or a miss)
         self.trace: list[tuple[float, str]] = []
@@ -471,16 +474,34 @@ class Bench:
                 file=sys.stderr, flush=True)
         await self.ready()
 
+    def slow(self, k: int) -> list[str]:
+        """nfvha's detections later than two intervals, with its outputs meanwhile."""
+        p = self.probes[k]
+        if not isinstance(p, NfvhaProbe):
+            return []
+        return [f"guest {self.label} nfvha {p.setting}: hang {i + 1} declared after "
+                f"{h.detect_ms[k]:.0f} ms (freeze acknowledged after {h.ack_ms:.0f} ms); "
+                f"outputs (ms from the freeze): "
+                f"{p.around(h.t0, 0.3, min(h.detect_ms[k] / 1000 + 0.05, 2.0))}"
+                for i, h in enumerate(self.done)
+                if h.detect_ms[k] is not None and h.detect_ms[k] > 2 * p.interval_ms]
+
     def misses(self, k: int) -> list[str]:
         """The hangs probe k did not declare, with nfvha's outputs meanwhile."""
         p = self.probes[k]
         out = []
         for i, h in enumerate(self.done):
-            if h.detect_ms[k] is None:
-                out.append(f"guest {self.label} {p.name} {p.setting}: hang {i + 1} not declared"
-                           + (f"; nfvha outputs (ms from the freeze): "
-                              f"{p.around(h.t0, 0.5, min(h.thaw - h.t0, 1.5))}"
-                              if isinstance(p, NfvhaProbe) else ""))
+            if h.detect_ms[k] is not None:
+                continue
+            why = "not declared"
+            before = [d for d in p.decls() if h.t0 - 2.0 <= d <= h.thaw]
+            if before:  # a streak that began before the freeze went on through it
+                why = (f"declared {(before[0] - h.t0) * 1000:+.0f} ms from the freeze on a miss "
+                       f"from before it (counted as a false alarm, not a detection)")
+            out.append(f"guest {self.label} {p.name} {p.setting}: hang {i + 1} {why}"
+                       + (f"; nfvha outputs (ms from the freeze): "
+                          f"{p.around(h.t0, 0.5, min(h.thaw - h.t0, 1.5))}"
+                          if isinstance(p, NfvhaProbe) else ""))
         return out
 
     def false_alarms(self, k: int) -> list[str]:
@@ -519,6 +540,12 @@ async def unhealthy_check(rig: Any, b: Bench, wait_s: float = 5.0) -> dict[str, 
 
 
 def measured_commit() -> str:
+    """HEAD, the detector's files uncommitted at the start, and a digest of
+    those files as this process loads them (a working tree changes)."""
+    import hashlib
+
+    digest = hashlib.sha256(b"".join((ROOT / f).read_bytes() for f in DETECTOR_FILES))
+    files = f"detector files sha256 {digest.hexdigest()[:12]}"
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                               capture_output=True, text=True, check=True).stdout.strip()
@@ -526,8 +553,9 @@ def measured_commit() -> str:
                                cwd=ROOT, capture_output=True, text=True).stdout.split("\n")
         dirty = [line[3:] for line in dirty if line.strip()]
     except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-    return head + (f" + uncommitted changes in {', '.join(dirty)}" if dirty else "")
+        return f"unknown commit (not a git checkout), {files}"
+    return head + (f" + uncommitted changes in {', '.join(dirty)}" if dirty else "") + \
+        f" ({files})"
 
 
 async def run(hangs: int, masakari_hangs: int) -> dict[str, Any]:
@@ -539,6 +567,7 @@ async def run(hangs: int, masakari_hangs: int) -> dict[str, Any]:
     why = unavailable_reason()
     if why:
         return {"skipped": why}
+    commit = measured_commit()  # as the run starts: the compute agent loads these files now
     try:
         image = await asyncio.to_thread(lambda: guest_image.install(
             guest_image.build(kernel=guest_image.watchdog_kernel()), links=False))
@@ -585,7 +614,7 @@ async def run(hangs: int, masakari_hangs: int) -> dict[str, Any]:
         specs = []
         for (label, ms, qga, n), g in zip(plan, guests):
             setting = f"{ms} ms" + (" (default)" if ms == default_ms else "")
-            probes: list[Probe] = [NfvhaProbe(setting, rig, g.uuid)]
+            probes: list[Probe] = [NfvhaProbe(setting, rig, g.uuid, ms)]
             if qga == "direct":
                 specs.append({"kind": "qga", "label": label, "path": g.qga_path})
                 probes.append(Remote("qemu-ga", _setting_qga(*QGA_FAST), worker, label))
@@ -617,16 +646,20 @@ async def run(hangs: int, masakari_hangs: int) -> dict[str, Any]:
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     false_list: list[str] = []
     missed_list: list[str] = []
+    slow_list: list[str] = []
     for b in benches:
         for k, p in enumerate(b.probes):
             row = rows.setdefault((p.name, p.setting), {
-                "name": p.name, "setting": p.setting, "samples": [], "missed": 0,
-                "false_alarms": 0, "quiet_s": 0.0})
+                "name": p.name, "setting": p.setting, "samples": [], "settled": [],
+                "missed": 0, "false_alarms": 0, "quiet_s": 0.0})
             for h in b.done:
                 if h.detect_ms[k] is None:
                     row["missed"] += 1
                 else:
                     row["samples"].append(h.detect_ms[k])
+                    if h.ack_ms <= STALLED_ACK_MS:
+                        row["settled"].append(h.detect_ms[k])
+            slow_list.extend(b.slow(k))
             alarms = b.false_alarms(k)
             row["false_alarms"] += len(alarms)
             false_list.extend(alarms)
@@ -635,16 +668,19 @@ async def run(hangs: int, masakari_hangs: int) -> dict[str, Any]:
     acks = [h.ack_ms for b in benches for h in b.done]
     methods = []
     for row in rows.values():
-        xs = row.pop("samples")
+        xs, ys = row.pop("samples"), row.pop("settled")
         row.update(n=len(xs), median_ms=pct(xs, 0.5), p99_ms=pct(xs, 0.99),
-                   min_ms=min(xs) if xs else None, max_ms=max(xs) if xs else None)
+                   min_ms=min(xs) if xs else None, max_ms=max(xs) if xs else None,
+                   settled={"n": len(ys), "median_ms": pct(ys, 0.5), "p99_ms": pct(ys, 0.99),
+                            "max_ms": max(ys) if ys else None})
         methods.append(row)
     return {"methods": methods, "default_interval_ms": default_ms,
-            "commit": measured_commit(), "freeze_ack_ms": {
+            "commit": commit, "freeze_ack_ms": {
                 "median": statistics.median(acks) if acks else None,
                 "max": max(acks) if acks else None},
             "unhealthy_seen": unhealthy, "false_alarm_list": false_list,
-            "missed_list": missed_list}
+            "missed_list": missed_list, "slow_list": slow_list,
+            "stalled_hangs": sum(h.ack_ms > STALLED_ACK_MS for b in benches for h in b.done)}
 
 
 def _f(x: float | None) -> str:
@@ -689,6 +725,17 @@ def report(doc: dict[str, Any], out: Any) -> None:
         print(f"  false alarm: {line}", file=out)
     for line in doc["missed_list"]:
         print(f"  missed: {line}", file=out)
+    for line in doc["slow_list"]:
+        print(f"  slow: {line}", file=out)
+    if doc["stalled_hangs"]:
+        print(f"without the {doc['stalled_hangs']} hang(s) whose freeze was acknowledged after "
+              f"more than {STALLED_ACK_MS:.0f} ms (the guest stalled as it was sent: every "
+              f"method's figure for them includes the stall):", file=out)
+        for m in ms:
+            st = m["settled"]
+            print(f"  {m['name']:9} {m['setting'][:62]:62} {st['n']:>3} "
+                  f"{_f(st['median_ms']):>7} {_f(st['p99_ms']):>7} max {_f(st['max_ms'])}",
+                  file=out)
     seen = doc["unhealthy_seen"]
     print("the application unhealthy (health check failing; kernel and agents run), 5 s: "
           + "; ".join(f"{k}: {'declared' if v else 'not seen'}" for k, v in seen.items()),
