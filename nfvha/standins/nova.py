@@ -23,9 +23,25 @@ header) the flavor is embedded (``original_name``, ``vcpus``, ``ram``,
 ("List Extra Specs For A Flavor") answers ``{"extra_specs": {...}}``.  ``GET /``
 and ``GET /v2.1`` serve the version documents openstacksdk's microversion
 discovery reads.
+
+What Masakari's engine and API call (its instance-failure flow and host
+registration, through python-novaclient at microversion 2.53), as the
+api-ref says: "Show Server Details" carries ``metadata``,
+``OS-EXT-STS:vm_state``/``task_state``/``power_state`` and
+``OS-EXT-SRV-ATTR:host``, with ``status`` derived from the vm_state
+(active ACTIVE, stopped SHUTOFF, error ERROR, paused PAUSED); ``{"os-stop":
+null}`` and ``{"os-start": null}`` ("Stop Server", "Start Server") answer
+202 and move the vm_state to stopped / active, or 409 ``conflictingRequest``
+when the vm_state does not allow it (Nova's ``check_instance_state``: stop
+from active, resized or error, start from stopped) or while a task is in
+progress (``task_states[server] = "migrating"``, say: a planned operation);
+``GET /v2.1/os-services?binary=nova-compute&host=H`` ("List Compute
+Services") lists the compute service of each host in ``compute_hosts``
+(every host when None) with a UUID id (2.53 and later).
 """
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -52,6 +68,18 @@ class Flavor:
 
 
 DEFAULT_FLAVOR = Flavor("1", "m1.tiny")
+# Nova's server status for each vm_state the stand-in uses
+VM_STATUS = {"active": "ACTIVE", "stopped": "SHUTOFF", "error": "ERROR", "paused": "PAUSED"}
+# vm_states from which Nova accepts each action (nova/compute/api.py check_instance_state)
+ALLOWED_FROM = {"reboot": ("active", "stopped", "paused", "suspended", "error"),
+                "os-stop": ("active", "resized", "error"), "os-start": ("stopped",)}
+NEXT_STATE = {"os-stop": "stopped", "os-start": "active"}
+
+
+def _conflict(verb: str, server_id: str, why: str) -> JSONResponse:
+    return JSONResponse({"conflictingRequest": {
+        "code": 409, "message": f"Cannot '{verb}' instance {server_id} while it is in {why}"}},
+        409)
 FLAVOR_EMBEDDED_FROM = (2, 47)  # microversion from which servers embed their flavor
 
 
@@ -77,7 +105,9 @@ class NovaStandin(Standin):
     def __init__(self, servers: Optional[set[str]] = None,
                  projects: Optional[dict[str, str]] = None,
                  flavors: Optional[dict[str, Flavor]] = None,
-                 max_version: str = "2.96") -> None:
+                 max_version: str = "2.96",
+                 compute_hosts: Optional[set[str]] = None,
+                 metadata: Optional[dict[str, dict[str, str]]] = None) -> None:
         # None = every server id exists
         self.servers = servers
         self.projects = projects or {}
@@ -86,7 +116,12 @@ class NovaStandin(Standin):
         self.flavor_shows = 0  # GET /servers/{id} that carried a flavor
         self.max_version = max_version  # an older cloud: e.g. "2.46"
         self.shown = 0
-        self.states: dict[str, str] = {}
+        self.states: dict[str, str] = {}  # server id -> vm_state (default active)
+        # server id -> task_state in progress (a migration, say): actions answer 409
+        self.task_states: dict[str, str] = {}
+        self.compute_hosts = compute_hosts  # None = every host runs nova-compute
+        self.metadata = metadata or {}      # server id -> its metadata
+        self.host_of: dict[str, str] = {}   # server id -> OS-EXT-SRV-ATTR:host
         # accepted reboot / os-stop calls: (server id, "reboot" | "os-stop", type or None)
         self.actions: list[tuple[str, str, Optional[str]]] = []
         self._conflicts = 0
@@ -134,12 +169,33 @@ class NovaStandin(Standin):
             return JSONResponse({"server": {
                 "flavor": flavor, "image": "",
                 "id": server_id, "name": f"vm-{server_id[:8]}",
-                "status": "ERROR" if state == "error" else "ACTIVE",
+                "status": VM_STATUS.get(state, state.upper()),
                 "tenant_id": self.projects.get(server_id, "standin-project"),
                 "user_id": "standin-user", "OS-EXT-STS:vm_state": state,
+                "OS-EXT-STS:task_state": self.task_states.get(server_id),
+                "OS-EXT-STS:power_state": 1 if state == "active" else 4,
+                "OS-EXT-SRV-ATTR:host": self.host_of.get(server_id),
+                "metadata": dict(self.metadata.get(server_id, {})),
                 "links": [{"rel": "self",
                            "href": f"{str(request.base_url).rstrip('/')}/v2.1/servers/"
                                    f"{server_id}"}]}})
+
+        @app.get("/v2.1/os-services")
+        async def services(request: Request) -> Response:
+            _rec, failed = await self._record(request)
+            if failed is not None:
+                return failed
+            binary = request.query_params.get("binary")
+            host = request.query_params.get("host")
+            hosts = sorted(self.compute_hosts) if self.compute_hosts is not None else \
+                [host] if host else []
+            found = [{"id": str(uuid.uuid5(uuid.NAMESPACE_DNS, h)), "binary": "nova-compute",
+                      "disabled_reason": None, "host": h, "state": "up",
+                      "status": "enabled", "updated_at": "2026-01-01T00:00:00.000000",
+                      "forced_down": False, "zone": "nova"}
+                     for h in hosts
+                     if (host is None or h == host) and binary in (None, "nova-compute")]
+            return JSONResponse({"services": found})
 
         @app.get("/v2.1/flavors/{flavor_id}/os-extra_specs")
         async def extra_specs(flavor_id: str, request: Request) -> Response:
@@ -162,7 +218,7 @@ class NovaStandin(Standin):
                     "code": 404, "message": f"Instance {server_id} could not be found."}}, 404)
             body = rec.body
             if isinstance(body, dict) and len(body) == 1 and \
-                    next(iter(body)) in ("reboot", "os-stop"):
+                    next(iter(body)) in ("reboot", "os-stop", "os-start"):
                 return self._power_action(server_id, rec)
             reset = body.get("os-resetState") if isinstance(body, dict) else None
             if not isinstance(reset, dict) or reset.get("state") not in ("error", "active"):
@@ -174,7 +230,8 @@ class NovaStandin(Standin):
             return Response(status_code=202)
 
     def _power_action(self, server_id: str, rec: Any) -> Response:
-        """reboot / os-stop, checked as Nova's schema does."""
+        """reboot / os-stop / os-start, checked as Nova's schema and its
+        instance-state checks do."""
         (name, arg), = rec.body.items()
         kind: Optional[str] = None
         if name == "reboot":
@@ -184,12 +241,19 @@ class NovaStandin(Standin):
                     "code": 400, "message": "Invalid input for field/attribute reboot."}}, 400)
         elif arg is not None:
             return JSONResponse({"badRequest": {
-                "code": 400, "message": "Invalid input for field/attribute os-stop."}}, 400)
+                "code": 400, "message": f"Invalid input for field/attribute {name}."}}, 400)
+        verb = {"os-stop": "stop", "os-start": "start"}.get(name, name)
         if self._conflicts > 0:
             self._conflicts -= 1
-            return JSONResponse({"conflictingRequest": {
-                "code": 409, "message": f"Cannot '{name}' instance {server_id} while it is "
-                                        "in task_state rebooting_hard"}}, 409)
+            return _conflict(verb, server_id, "task_state rebooting_hard")
+        task = self.task_states.get(server_id)
+        if task:
+            return _conflict(verb, server_id, f"task_state {task}")
+        state = self.states.get(server_id, "active")
+        if state not in ALLOWED_FROM[name]:
+            return _conflict(verb, server_id, f"vm_state {state}")
+        if name in NEXT_STATE:
+            self.states[server_id] = NEXT_STATE[name]
         self.actions.append((server_id, name, kind))
         self._accept(rec)
         return Response(status_code=202)
