@@ -86,6 +86,9 @@ class Host(BaseModel):
     instances_on_record: int = Field(description="instances the store holds for it")
     silences: int = Field(description="times it went silent since this controller started")
     restarts: int = Field(description="agent restarts seen since this controller started")
+    starved: list[str] = Field(default_factory=list, description=(
+        "its instances whose guests get too little CPU to answer their heartbeat in "
+        "time, as its agent last reported them: a host condition, not a VM fault"))
 
 
 class Delivery(BaseModel):

@@ -677,7 +677,8 @@ class Controller:
             rec = known.get(host)
             d = rec.as_dict() if rec is not None else {
                 "host": host, "state": UNKNOWN, "since": None, "last_seen_at": None,
-                "agent_started_at": None, "instances": None, "silences": 0, "restarts": 0}
+                "agent_started_at": None, "instances": None, "silences": 0, "restarts": 0,
+                "starved": []}
             d["instances_on_record"] = counts.get(host, 0)
             out.append(d)
         return out
