@@ -14,9 +14,10 @@ guest in a process of its own heartbeat at 100 ms through the compute agent
 Every fault is a false alarm. The capped guest must be reported ``starved``
 (a host-side condition) and never failed.
 
-    python bench/detection_load.py [--seconds 600] [--short] [--json]
+    python bench/detection_load.py [--seconds 600] [--short|--quick] [--json]
 
---short: 20 s each (the form CI runs). --json: one JSON document on stdout,
+Default 10 minutes each (make bench). --short: 20 s each (the form CI
+runs). --json: one JSON document on stdout,
 {"scenarios": [{"name": ..., "seconds": F, "guests": N, "false_alarms": N,
 "faults": [...], "starved": [uuid, ...], "capped_guest_starved": bool,
 "rtt_p99_ms": F, "late_p99_ms": F}], "ok": bool}; the table goes to stderr.
@@ -179,7 +180,7 @@ def _f(x: float | None) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=600.0, help="per scenario")
-    p.add_argument("--short", action="store_true", help="20 s per scenario")
+    p.add_argument("--short", "--quick", action="store_true", help="20 s per scenario")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     logging.basicConfig(level=logging.ERROR)

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["detection.py", "virtio_serial.py", "heartbeat_scale.py", "controller_delivery.py",
-           "servergroup_latency.py", "compute_cast_cpu.py", "compute_liveness.py",
-           "recovery.py"]
+SCRIPTS = ["detection.py", "detection_load.py", "virtio_serial.py", "heartbeat_scale.py",
+           "controller_delivery.py", "servergroup_latency.py", "compute_cast_cpu.py",
+           "compute_liveness.py", "recovery.py"]
 
 
 def main(argv: list[str]) -> int:
