@@ -244,3 +244,38 @@ def guest_image():
         missing(f"guest image: {exc}")
     except PermissionError as exc:  # installing it for libvirt's QEMU needs root
         missing(f"guest image not installable for libvirt: {exc}")
+
+
+# --- Real Keystone and Masakari from PyPI (tests/openstack_services.py) ----
+# Installed by scripts/install-openstack.sh into their own venv (cached in
+# /opt), databases on the local MariaDB, started once per session.
+
+@pytest.fixture(scope="session")
+def real_keystone():
+    """Keystone (SQL backend, fernet tokens, bootstrapped admin) under
+    gunicorn; its catalog's "compute" endpoint is `nova_url`, where a test
+    serves the Nova stand-in (`NovaStandin().start(port=ks.nova_port)`)."""
+    import openstack_services as oss
+
+    require_tcp("127.0.0.1", 3306, "MariaDB")
+    try:
+        ks = oss.start_keystone(oss.install(), str(os.getpid()))
+    except oss.Unavailable as exc:
+        missing(f"real Keystone: {exc}")
+    yield ks
+    oss.cleanup_keystone(ks)
+
+
+@pytest.fixture(scope="session")
+def real_masakari(real_keystone):
+    """masakari-api (keystonemiddleware against `real_keystone`) and
+    masakari-engine (over the local RabbitMQ; Nova through the catalog)."""
+    import openstack_services as oss
+
+    url = require_rabbitmq()
+    try:
+        m = oss.start_masakari(real_keystone, str(os.getpid()), url)
+    except oss.Unavailable as exc:
+        missing(f"real Masakari: {exc}")
+    yield m
+    oss.cleanup_masakari(m)
