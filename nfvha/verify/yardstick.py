@@ -82,10 +82,12 @@ NOT_HERE = {
     "glance-api": "glance-api is not installed here (no OpenStack image service)",
     "cinder-api": "cinder-api is not installed here (no OpenStack block storage service)",
     "swift-proxy": "swift-proxy is not installed here (no OpenStack object storage)",
-    "corosync": "the cluster-manager scenario (corosync killed on one node of a three-node "
-                "Corosync/Pacemaker cluster) is not built yet; the case's operations and "
-                "result checkers also read a Fuel deployment's resources (vip__management, "
-                "p_rabbitmq-server, p_conntrackd) that exist on no machine here",
+    "corosync": "the cluster-manager scenario is not built yet: the three-node "
+                "Corosync/Pacemaker cluster runs here (deploy/corosync_cluster.py) but no "
+                "fence device for its namespace nodes exists, so a killed corosync leaves "
+                "two copies of a resource running; the case's operations and result checkers "
+                "also read a Fuel deployment's resources (vip__management, p_rabbitmq-server, "
+                "p_conntrackd) that exist on no machine here",
 }
 
 
