@@ -419,7 +419,8 @@ def session_step(
         if state.throttled:
             return state, []  # already told; silent drops keep a flood cheap
         state = replace(state, throttled=True, violations=state.violations + 1)
-        orig = _msg_type_of(event.msg.get("data")) if isinstance(event, Received) else UNKNOWN
+        orig = (_msg_type_of(event.msg.get("data"))
+                if isinstance(event, Received) and isinstance(event.msg, dict) else UNKNOWN)
         return state, [
             Violation("rate limit exceeded"),
             _nack_out(orig, "rate limit exceeded, message dropped"),
@@ -570,14 +571,18 @@ def client_step(
         else:
             out.append(Send(wrap(app, source_addr=state.source_addr)))
     elif isinstance(event, StatusRequest):
-        if len(state.pending) >= state.max_pending:
+        timeout = event.timeout
+        if not isinstance(timeout, (int, float)) or not 0 <= timeout < float("inf"):
+            # NaN would never expire (and vanish unanswered at the next expiry)
+            out.append(Rejected(STATUS_QUERY, "timeout must be a finite number of seconds"))
+        elif len(state.pending) >= state.max_pending:
             out.append(Rejected(STATUS_QUERY, "too many status queries outstanding"))
         else:
             seq = state.next_seq
             nxt = seq + 1 if seq < MAX_SEQ else 1
             state = replace(
                 state, next_seq=nxt,
-                pending=state.pending + (PendingStatus(seq, now + event.timeout),),
+                pending=state.pending + (PendingStatus(seq, now + timeout),),
             )
             out.append(StatusStarted(seq))
             out.append(Send(wrap(status_query(seq), source_addr=state.source_addr)))
@@ -588,7 +593,7 @@ def client_step(
     # Tick, and every other event: expire overdue status queries.
     expired = [p for p in state.pending if p.deadline <= now]
     if expired:
-        state = replace(state, pending=tuple(p for p in state.pending if p.deadline > now))
+        state = replace(state, pending=tuple(p for p in state.pending if p not in expired))
         out.extend(StatusResult(p.seq, list(p.members), False) for p in expired)
     return state, out, _deadline(state)
 
