@@ -133,3 +133,80 @@ async def test_the_engine_recovers_the_vm_and_finishes(cloud: Cloud, tmp_path) -
         assert all(r.headers.get("x-auth-token") for r in stops)
     finally:
         await nova.stop()
+
+
+async def test_an_unregistered_host_is_final_and_says_what_to_register(
+        cloud: Cloud, tmp_path) -> None:
+    """Real Masakari answers 400 "Host with name ... could not be found."
+    for a host in no failover segment: the delivery is rejected (not
+    retried), its error names the host and what to do."""
+    host = _host()
+    [d] = await _deliver(cloud, tmp_path, fault(host=host))
+    assert d["status"] == "rejected" and d["attempts"] == 1, d
+    assert f"host {host} is in no Masakari failover segment" in d["last_error"]
+    assert f"Host with name {host} could not be found" in d["last_error"]
+
+
+async def test_a_duplicate_is_delivered_with_a_note(cloud: Cloud, tmp_path) -> None:
+    """A second fault of the same VM from the same host within Masakari's
+    duplicate_notification_detection_interval: real Masakari answers 409
+    "... is duplicate." and creates nothing; nfvha counts it delivered (the
+    first notification's recovery covers it) and notes the duplicate."""
+    host, vm = _host(), str(uuid.uuid4())
+    nova = NovaStandin(compute_hosts={host})
+    await nova.start(port=cloud.ks.nova_port)
+    try:
+        await cloud.register(host)
+        first, again = await _deliver(cloud, tmp_path, fault(host=host, instance_uuid=vm),
+                                      fault(host=host, instance_uuid=vm))
+        assert first["status"] == "delivered" and first["note"].startswith(
+            "notification_uuid "), first
+        assert again["status"] == "delivered", again
+        assert again["note"].startswith("duplicate: Masakari already has this notification")
+        assert "is duplicate" in again["note"]
+        listed = await cloud.admin(lambda c: list(c.instance_ha.notifications()))
+        assert [n.payload["instance_uuid"] for n in listed].count(vm) == 1
+        await cloud.wait_status(_note_uuid(first), {"finished"})
+    finally:
+        await nova.stop()
+
+
+async def test_a_host_on_maintenance_is_final(cloud: Cloud, tmp_path) -> None:
+    """A host the operator put on maintenance (a planned operation): real
+    Masakari answers 409 "... ignored as the host is already under
+    maintenance."; the delivery is rejected, not retried, and says why."""
+    host = _host()
+    nova = NovaStandin(compute_hosts={host})
+    await nova.start(port=cloud.ks.nova_port)
+    try:
+        await cloud.register(host, on_maintenance=True)
+        [d] = await _deliver(cloud, tmp_path, fault(host=host))
+    finally:
+        await nova.stop()
+    assert d["status"] == "rejected" and d["attempts"] == 1, d
+    assert f"host {host} is on maintenance in Masakari" in d["last_error"]
+    assert "under maintenance" in d["last_error"]
+
+
+async def test_an_instance_in_a_nova_task_is_accepted_then_the_flow_errs(
+        cloud: Cloud, tmp_path) -> None:
+    """An instance in a planned operation in Nova (task_state migrating):
+    real Masakari accepts the notification (it checks the host, not the
+    instance), so nfvha's delivery is done; its engine's os-stop gets Nova's
+    409, and the notification ends `error` with the VM left alone."""
+    host, vm = _host(), str(uuid.uuid4())
+    nova = NovaStandin(compute_hosts={host})
+    nova.task_states[vm] = "migrating"
+    await nova.start(port=cloud.ks.nova_port)
+    try:
+        await cloud.register(host)
+        [d] = await _deliver(cloud, tmp_path, fault(host=host, instance_uuid=vm))
+        assert d["status"] == "delivered", d
+        n = await cloud.wait_status(_note_uuid(d), {"finished", "error", "failed",
+                                                    "ignored"})
+    finally:
+        await nova.stop()
+    assert n.status == "error", n
+    assert nova.actions == [] and nova.states.get(vm, "active") == "active"
+    refused = [r for r in nova.attempts if r.path.endswith("/action")]
+    assert refused and all(r.body == {"os-stop": None} for r in refused)
