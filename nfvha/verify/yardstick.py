@@ -83,10 +83,10 @@ NOT_HERE = {
     "cinder-api": "cinder-api is not installed here (no OpenStack block storage service)",
     "swift-proxy": "swift-proxy is not installed here (no OpenStack object storage)",
     "corosync": "the cluster-manager scenario is not built yet: the three-node "
-                "Corosync/Pacemaker cluster runs here (deploy/corosync_cluster.py) but no "
-                "fence device for its namespace nodes exists, so a killed corosync leaves "
-                "two copies of a resource running; the case's operations and result checkers "
-                "also read a Fuel deployment's resources (vip__management, p_rabbitmq-server, "
+                "Corosync/Pacemaker cluster with fencing runs here "
+                "(deploy/corosync_cluster.py, tests/test_deploy_corosync_cluster.py) but no "
+                "scenario judges it; the case's operations and result checkers also read a "
+                "Fuel deployment's resources (vip__management, p_rabbitmq-server, "
                 "p_conntrackd) that exist on no machine here",
 }
 
