@@ -11,6 +11,14 @@ DEFAULT_OPTS = [
                help="Controller: owner name of its delivery leases and the name vote "
                     "answers are sent back to. Stable across restarts; every controller "
                     "sharing one database and bus needs its own. Default: host."),
+    cfg.FloatOpt("delivery_lease_s", default=0.75, min=0.2,
+                 help="Controller: how long its claim on a pending delivery lasts unless "
+                      "renewed (it renews every quarter of it, and before each attempt; the "
+                      "database decides between controllers). A killed controller's "
+                      "deliveries are taken over by a live one within about this long plus "
+                      "a quarter; an orderly stop hands "
+                      "them over at once. Controllers' clocks must agree to well within it "
+                      "(NTP)."),
 ]
 GROUP = "bus"
 OPTS = [

@@ -65,7 +65,7 @@ class Controller:
     def __init__(self, db_url: str = "sqlite:///nfvha.sqlite",
                  reporters: Optional[list[Reporter]] = None, bus: Any = None,
                  retry_base_s: float = 0.05, retry_max_s: float = 30.0,
-                 attempt_timeout_s: float = 10.0, lease_s: float = 30.0,
+                 attempt_timeout_s: float = 10.0, lease_s: float = 0.75,
                  controller_id: Optional[str] = None,
                  rng: Optional[Callable[[], float]] = None,
                  server_groups: Any = None, agent_down_after_s: float = 10.0,
@@ -104,6 +104,12 @@ class Controller:
         self.store: Optional[Store] = None
         self._executor: Optional[ThreadPoolExecutor] = None
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
+        # deliveries whose sink is being called right now: stop() lets them end
+        # (cancelled, the sink may have it already and the next owner repeats it)
+        self._attempting: set[tuple[str, str]] = set()
+        self.stop_grace_s = min(attempt_timeout_s, 5.0)
+        self._lease_executor: Optional[ThreadPoolExecutor] = None
+        self._done_meanwhile: Optional[set[tuple[str, str]]] = None  # during a claim
         self._lease_task: Optional[asyncio.Task[None]] = None
         self._unknown_sinks: set[tuple[str, str]] = set()
         self._idle = asyncio.Event()
@@ -116,9 +122,14 @@ class Controller:
     # --- life cycle --------------------------------------------------------
     async def start(self) -> None:
         # SQLite serialises writers: one DB thread avoids "database is locked"
-        workers = 1 if self.db_url.startswith("sqlite") else 4
+        sqlite = self.db_url.startswith("sqlite")
         self._stopping = False
-        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="nfvha-db")
+        self._executor = ThreadPoolExecutor(1 if sqlite else 4, thread_name_prefix="nfvha-db")
+        # Lease renewal on a thread (and connection) of its own: a flood of
+        # fault writes must not delay it past the lease, or another controller
+        # takes over deliveries this one is still making.
+        self._lease_executor = self._executor if sqlite else ThreadPoolExecutor(
+            1, thread_name_prefix="nfvha-lease")
         self.store = await self._db(Store, self.db_url)
         await self.servergroups.start(self.store, self._db, self._config_groups)
         resumed = await self._claim()
@@ -145,17 +156,31 @@ class Controller:
         """Renew our leases, take over expired ones, start what is not running."""
         assert self.store is not None
         now = utcnow()
-        mine = await self._db(self.store.claim_pending, self.controller_id, now,
-                              now + timedelta(seconds=self.lease_s))
+        before = set(self._tasks)  # those spawned meanwhile may postdate the query
+        self._done_meanwhile = set()
+        assert self._lease_executor is not None
+        mine = await asyncio.get_running_loop().run_in_executor(
+            self._lease_executor, self.store.claim_pending, self.controller_id, now,
+            now + timedelta(seconds=self.lease_s))
+        done, self._done_meanwhile = self._done_meanwhile, None
         started = 0
+        owned = set()
         for ev, sink, attempts in mine:
-            if (ev["id"], sink) not in self._tasks:
+            owned.add((ev["id"], sink))
+            # pending when the query ran, finished since: not to be sent again
+            if (ev["id"], sink) not in self._tasks and (ev["id"], sink) not in done:
                 started += self._spawn(ev, sink, attempts, received_mono=None)
+        for key, task in list(self._tasks.items()):
+            if key in before and key not in owned and key not in self._attempting:
+                # our lease ran out (we or the database stalled) and another
+                # controller holds it now: two owners would deliver it twice
+                LOG.warning("delivery of %s to %s taken over by another controller", *key)
+                task.cancel()
         return started
 
     async def _lease_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.lease_s / 3)
+            await asyncio.sleep(self.lease_s / 4)  # renew, and take over a dead one's
             try:
                 taken = await self._claim()
                 if taken:
@@ -166,9 +191,11 @@ class Controller:
                 LOG.exception("lease renewal failed")
 
     async def stop(self, release_leases: bool = True) -> None:
-        """Stop delivering; what is still pending stays in the store.  With
-        ``release_leases`` other controllers may take it over at once, else
-        when the leases run out (as after a crash)."""
+        """Stop delivering and hand over: a sink being called now gets up to
+        ``stop_grace_s`` to answer (so it is not told twice), the rest stays
+        pending in the store. With ``release_leases`` other controllers take
+        it over at their next claim, else when the leases run out (as after
+        a crash). A fault arriving meanwhile is stored for them, not sent."""
         self.started = False
         self._stopping = True
         await self.servergroups.stop()
@@ -180,6 +207,12 @@ class Controller:
             self._lease_task.cancel()
             await asyncio.gather(self._lease_task, return_exceptions=True)
             self._lease_task = None
+        attempting = [t for k, t in self._tasks.items() if k in self._attempting]
+        for k, t in list(self._tasks.items()):
+            if k not in self._attempting:
+                t.cancel()  # between attempts: nothing half-sent
+        if attempting:
+            await asyncio.wait(attempting, timeout=self.stop_grace_s)
         tasks = list(self._tasks.values())
         for t in tasks:
             t.cancel()
@@ -198,6 +231,9 @@ class Controller:
                     LOG.exception("closing reporter %s", rep.name)
         if self.store is not None:
             await self._db(self.store.close)
+        if self._lease_executor is not None and self._lease_executor is not self._executor:
+            self._lease_executor.shutdown(wait=True)
+        self._lease_executor = None
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
@@ -495,14 +531,20 @@ class Controller:
             ev_id = event.get("id") if isinstance(event, dict) else None
             return {"ok": False, "id": ev_id if isinstance(ev_id, str) else None,
                     "error": str(exc)}
+        stopping = self._stopping  # stored unowned: another controller delivers it
         stored, created = await self._db(
-            self.store.record_fault, ev, list(self.reporters), None, self.controller_id,
-            utcnow() + timedelta(seconds=self.lease_s))
+            self.store.record_fault, ev, list(self.reporters), None,
+            None if stopping else self.controller_id, None,
+            None if stopping else self.lease_s)
         if not created:
             self.metrics.duplicates.inc()
             return {"ok": True, "id": stored["id"], "duplicate": True}
         self.metrics.faults.labels(stored["kind"]).inc()
         self._notify({"type": "fault", "event": stored})
+        if self._stopping:
+            if not stopping:  # stop() began while we stored it
+                await self._db(self.store.release_event, stored["id"], self.controller_id)
+            return {"ok": True, "id": stored["id"]}
         for sink in self.reporters:
             self._spawn(stored, sink, 0, received_mono)
         return {"ok": True, "id": stored["id"]}
@@ -527,6 +569,8 @@ class Controller:
 
         def done(_t: asyncio.Task[None]) -> None:
             self._tasks.pop(key, None)
+            if self._done_meanwhile is not None:
+                self._done_meanwhile.add(key)
             self.metrics.pending.labels(sink).dec()
             if not self._tasks:
                 self._idle.set()
@@ -581,49 +625,64 @@ class Controller:
         # a sink whose attempt may take longer (the recovery sink waits,
         # gives notice, then acts) says so
         timeout_s = getattr(reporter, "attempt_timeout_s", None) or self.attempt_timeout_s
-        while True:
-            self.metrics.attempts.labels(sink).inc()
-            try:
-                # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a
-                # cancel that races with the reporter finishing, and stop() hangs
-                async with asyncio.timeout(timeout_s):
-                    note = await reporter.deliver(dict(public))
-            except Reject as exc:
-                self.metrics.failures.labels(sink, "true").inc()
-                LOG.warning("%s rejected %s: %s", sink, ev["id"], exc.reason)
-                await self._db_retry(self.store.mark_rejected, ev["id"], sink, exc.reason)
-                self._notify({"type": "delivery", "event_id": ev["id"], "sink": sink,
-                              "status": "rejected", "attempts": failures + 1,
-                              "error": exc.reason})
-                return
-            except Exception as exc:  # Retry, timeout, or a bug in the reporter
-                reason = exc.reason if isinstance(exc, Retry) else (
-                    f"timeout after {timeout_s}s"
-                    if isinstance(exc, asyncio.TimeoutError) else f"{type(exc).__name__}: {exc}")
-                if not isinstance(exc, (Retry, asyncio.TimeoutError)):
-                    LOG.exception("reporter %s failed unexpectedly", sink)
-                failures += 1
-                self.metrics.failures.labels(sink, "false").inc()
-                await self._db_retry(self.store.mark_failed_attempt, ev["id"], sink, reason)
-                delay = backoff_delay(failures, self.retry_base_s, self.retry_max_s,
-                                      self._rand())
-                LOG.info("%s: attempt %d for %s failed (%s); next in %.3fs", sink, failures,
-                         ev["id"], reason, delay)
-                await asyncio.sleep(delay)
-                if self._stopping:  # belt and braces: never outlive stop()
+        key = (ev["id"], sink)
+        try:
+            while True:
+                if self._stopping:
+                    return  # pending: handed over
+                self._attempting.add(key)
+                if not await self._db_retry(self.store.confirm_lease, ev["id"], sink,
+                                            self.controller_id, self.lease_s):
+                    LOG.info("delivery of %s to %s is no longer ours (taken over, or done)",
+                             ev["id"], sink)
                     return
-                continue
-            at = utcnow()
-            if received_mono is not None:
-                latency = time.monotonic() - received_mono
-            else:  # resumed after a restart: only the wall clock spans it
-                latency = (at - parse_utc(ev["received_at"])).total_seconds()
-            self.metrics.latency.labels(sink).observe(max(latency, 0.0))
-            await self._db_retry(self.store.mark_delivered, ev["id"], sink, note, at)
-            self._notify({"type": "delivery", "event_id": ev["id"], "sink": sink,
-                          "status": "delivered", "attempts": failures + 1, "note": note,
-                          "delivered_at": iso(at), "latency_s": latency})
-            return
+                self.metrics.attempts.labels(sink).inc()
+                try:
+                    # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a
+                    # cancel that races with the reporter finishing, and stop() hangs
+                    async with asyncio.timeout(timeout_s):
+                        note = await reporter.deliver(dict(public))
+                except Reject as exc:
+                    self.metrics.failures.labels(sink, "true").inc()
+                    LOG.warning("%s rejected %s: %s", sink, ev["id"], exc.reason)
+                    await self._db_retry(self.store.mark_rejected, ev["id"], sink, exc.reason)
+                    self._notify({"type": "delivery", "event_id": ev["id"], "sink": sink,
+                                  "status": "rejected", "attempts": failures + 1,
+                                  "error": exc.reason})
+                    return
+                except Exception as exc:  # Retry, timeout, or a bug in the reporter
+                    reason = exc.reason if isinstance(exc, Retry) else (
+                        f"timeout after {timeout_s}s" if isinstance(exc, asyncio.TimeoutError)
+                        else f"{type(exc).__name__}: {exc}")
+                    if not isinstance(exc, (Retry, asyncio.TimeoutError)):
+                        LOG.exception("reporter %s failed unexpectedly", sink)
+                    failures += 1
+                    self.metrics.failures.labels(sink, "false").inc()
+                    await self._db_retry(self.store.mark_failed_attempt, ev["id"], sink, reason)
+                    self._attempting.discard(key)  # waiting now: stop() need not wait
+                    if self._stopping:
+                        return
+                    delay = backoff_delay(failures, self.retry_base_s, self.retry_max_s,
+                                          self._rand())
+                    LOG.info("%s: attempt %d for %s failed (%s); next in %.3fs", sink, failures,
+                             ev["id"], reason, delay)
+                    await asyncio.sleep(delay)
+                    if self._stopping:  # belt and braces: never outlive stop()
+                        return
+                    continue
+                at = utcnow()
+                if received_mono is not None:
+                    latency = time.monotonic() - received_mono
+                else:  # resumed after a restart: only the wall clock spans it
+                    latency = (at - parse_utc(ev["received_at"])).total_seconds()
+                self.metrics.latency.labels(sink).observe(max(latency, 0.0))
+                await self._db_retry(self.store.mark_delivered, ev["id"], sink, note, at)
+                self._notify({"type": "delivery", "event_id": ev["id"], "sink": sink,
+                              "status": "delivered", "attempts": failures + 1, "note": note,
+                              "delivered_at": iso(at), "latency_s": latency})
+                return
+        finally:
+            self._attempting.discard(key)
 
     async def _db_retry(self, fn: Callable[..., T], *args: Any) -> T:
         """A bookkeeping write must land, or the sink hears the event again."""

@@ -198,12 +198,17 @@ class Store:
     # --- faults ------------------------------------------------------------
     def record_fault(self, ev: dict[str, Any], sinks: Iterable[str],
                      received_at: Optional[datetime] = None, owner: Optional[str] = None,
-                     lease_until: Optional[datetime] = None) -> tuple[dict[str, Any], bool]:
+                     lease_until: Optional[datetime] = None,
+                     lease_s: Optional[float] = None) -> tuple[dict[str, Any], bool]:
         """Store ``ev`` (already validated) with one pending delivery per sink.
+        ``lease_s``: the owner's lease runs that long from the write itself
+        (not from a moment the write may have queued behind others).
 
         Returns (stored event, created). created=False: the id was known (a
         compute retry); nothing was written."""
         received = to_db(received_at or utcnow())
+        if lease_until is None and lease_s is not None:
+            lease_until = utcnow() + timedelta(seconds=lease_s)
         row = {
             "id": ev["id"], "instance_uuid": ev["instance_uuid"], "host": ev["host"],
             "kind": ev["kind"], "corrective_action": ev["corrective_action"],
@@ -293,6 +298,27 @@ class Store:
             return conn.execute(update(deliveries).where(
                 deliveries.c.status == PENDING, deliveries.c.owner == owner,
             ).values(lease_until=to_db(lease_until))).rowcount
+
+    def confirm_lease(self, event_id: str, sink: str, owner: str, lease_s: float) -> bool:
+        """Right before a delivery attempt: renew our lease on it, or learn that
+        it is no longer ours (another controller took it over while we were
+        stalled) or no longer pending. The database decides, so two
+        controllers never both call a sink for one delivery they both think
+        they hold."""
+        until = to_db(utcnow() + timedelta(seconds=lease_s))
+        with self.engine.begin() as conn:
+            return conn.execute(update(deliveries).where(
+                deliveries.c.event_id == event_id, deliveries.c.sink == sink,
+                deliveries.c.status == PENDING, deliveries.c.owner == owner,
+            ).values(lease_until=until)).rowcount == 1
+
+    def release_event(self, event_id: str, owner: str) -> int:
+        """A fault stored while its controller stops: others may take it at once."""
+        with self.engine.begin() as conn:
+            return conn.execute(update(deliveries).where(
+                deliveries.c.event_id == event_id, deliveries.c.status == PENDING,
+                deliveries.c.owner == owner,
+            ).values(owner=None, lease_until=None)).rowcount
 
     def release_leases(self, owner: str) -> int:
         """Orderly stop: others may take our pending deliveries at once."""
