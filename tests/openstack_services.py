@@ -131,7 +131,7 @@ class Service:
             return
         os.killpg(p.pid, signal.SIGTERM)
         try:
-            p.wait(15)
+            p.wait(10)
         except subprocess.TimeoutExpired:
             os.killpg(p.pid, signal.SIGKILL)
             p.wait()
@@ -158,11 +158,13 @@ class Service:
 
 
 def _gunicorn(venv: Path, workdir: Path, name: str, module: str, port: int,
-              env: dict[str, str], workers: int = 2, args: tuple[str, ...] = ()) -> Service:
+              env: dict[str, str], threads: int = 1, args: tuple[str, ...] = ()) -> Service:
     shim = workdir / f"{name.replace('-', '_')}_wsgi.py"
     shim.write_text(WSGI_SHIM.format(module=module, argv=[name, *args]))
     return Service(name, [str(venv / "bin" / "gunicorn"), "--chdir", str(workdir),
-                          "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
+                          # one worker: each boots the whole service (seconds of CPU)
+                          "--bind", f"127.0.0.1:{port}", "--workers", "1",
+                          "--threads", str(threads),
                           "--timeout", "120", "--graceful-timeout", "5",
                           "--no-control-socket", f"{shim.stem}:application"],
                    workdir / f"{name}.log", env=env)
@@ -177,6 +179,7 @@ class Keystone:
     admin_password: str
     nova_port: int          # the catalog's "compute" endpoint: the tests serve
     server: Optional[Service] = None  # the Nova stand-in there (NovaStandin.start(port=...))
+    _admin: Any = None
 
     @property
     def nova_url(self) -> str:
@@ -191,45 +194,50 @@ class Keystone:
         """(Re)start the WSGI server: same port, same database, same keys."""
         self.server = _gunicorn(self.venv, self.workdir, "keystone", "keystone.wsgi.api",
                                 self.port, {"OS_KEYSTONE_CONFIG_FILES":
-                                            str(self.workdir / "keystone.conf")})
+                                            str(self.workdir / "keystone.conf")}, threads=4)
         self.server.start()
         self.server.wait_http(self.url)
 
     def stop(self) -> None:
+        if self._admin is not None:
+            self._admin.close()
+            self._admin = None
         if self.server is not None:
             self.server.stop()
 
     def admin(self) -> Any:
-        """An openstacksdk Connection as the bootstrap admin."""
+        """An openstacksdk Connection as the bootstrap admin (a new one: the
+        caller closes it)."""
         from nfvha.controller.reporters._openstack import connect
 
         return connect(auth_url=self.url, username="admin", password=self.admin_password,
                        project_name="admin", user_domain_name="Default",
                        project_domain_name="Default", region_name="RegionOne")
 
+    def _setup_conn(self) -> Any:
+        """One admin connection for the set-up calls (a login costs a
+        Keystone round of its own)."""
+        if self._admin is None:
+            self._admin = self.admin()
+        return self._admin
+
     def add_user(self, name: str, password: str, roles: list[str],
                  project: str = "service") -> None:
-        conn = self.admin()
-        try:
-            proj = conn.identity.find_project(project) or conn.identity.create_project(
-                name=project, domain_id="default")
-            user = conn.identity.create_user(name=name, password=password,
-                                             domain_id="default", default_project_id=proj.id)
-            for role in roles:
-                r = conn.identity.find_role(role) or conn.identity.create_role(name=role)
-                conn.identity.assign_project_role_to_user(proj, user, r)
-        finally:
-            conn.close()
+        conn = self._setup_conn()
+        proj = conn.identity.find_project(project) or conn.identity.create_project(
+            name=project, domain_id="default")
+        user = conn.identity.create_user(name=name, password=password,
+                                         domain_id="default", default_project_id=proj.id)
+        for role in roles:
+            r = conn.identity.find_role(role) or conn.identity.create_role(name=role)
+            conn.identity.assign_project_role_to_user(proj, user, r)
 
     def add_service(self, stype: str, name: str, url: str) -> None:
-        conn = self.admin()
-        try:
-            svc = conn.identity.create_service(type=stype, name=name)
-            for iface in ("public", "internal", "admin"):
-                conn.identity.create_endpoint(service_id=svc.id, interface=iface, url=url,
-                                              region_id="RegionOne")
-        finally:
-            conn.close()
+        conn = self._setup_conn()
+        svc = conn.identity.create_service(type=stype, name=name)
+        for iface in ("public", "internal", "admin"):
+            conn.identity.create_endpoint(service_id=svc.id, interface=iface, url=url,
+                                          region_id="RegionOne")
 
 
 def _fernet_keys(repo: Path) -> None:
@@ -330,6 +338,10 @@ def start_masakari(keystone: Keystone, tag: str, transport_url: str) -> Masakari
         # the engine polls the Nova stand-in each second (its default), and
         # gives a stop or start a minute before calling the recovery failed
         "wait_period_after_power_off = 60\nwait_period_after_power_on = 60\n"
+        # one API worker: no random pause against concurrent inserts (up to 5 s
+        # per notification by default without a coordination backend)
+        "notification_delay_max = 0\n"
+        "graceful_shutdown_timeout = 5\n"
         f"[database]\nconnection = {url}\n"
         f"[taskflow]\nconnection = {url}\n"
         f"[keystone_authtoken]\nwww_authenticate_uri = {keystone.url}\n"
@@ -340,7 +352,7 @@ def start_masakari(keystone: Keystone, tag: str, transport_url: str) -> Masakari
     _run([*manage, "db", "sync"], "masakari-manage db sync")
     env = {"OS_MASAKARI_CONFIG_DIR": str(workdir)}
     m.api = _gunicorn(venv, workdir, "masakari-api", "masakari.wsgi.api", m.port, env,
-                      workers=1, args=("--config-file", str(conf)))
+                      args=("--config-file", str(conf)))
     m.engine = Service("masakari-engine", [str(venv / "bin" / "masakari-engine"),
                                            "--config-file", str(conf)],
                        workdir / "masakari-engine.out", env=env)
