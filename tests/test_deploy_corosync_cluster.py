@@ -1,22 +1,26 @@
-"""tc057's setup for real: three Corosync/Pacemaker nodes in network namespaces,
-with a fence device for them (~50 s).
+"""tc057 short form for real: three Corosync/Pacemaker nodes in network
+namespaces with a fence device for them (~55 s in all).
 
-kill -9 of corosync on node 1, which runs a resource (an HTTP service in the
-nodes' shared LAN namespace): the survivors form a membership without node 1
-(token 1000 ms: a few s), fence it (deploy/fence_netns.py powers the node's
-whole process tree off — node 1's copy of the resource dies with it), and
-start the resource on a survivor, where it serves again. Exactly one copy
-runs at the end.
+`scenarios/cluster_manager.py` on the module's cluster: kill -9 of corosync
+on node 1, which runs the resource (an HTTP service in the nodes' shared LAN
+namespace, probed every 10 ms). The survivors form a membership without
+node 1, fence it (deploy/fence_netns.py powers the node's whole process tree
+off — node 1's copy dies with it) and start the resource on a survivor,
+where it serves again: exactly one copy at the end, Req 5.4.6–5.4.9 pass
+(judged at SAL3 here so that a loaded machine does not decide; the figures
+are printed). The unfenced variant (`nfvha verify run
+cluster-manager-nofence`) leaves node 1's copy running and fails 5.4.6.
 """
 from __future__ import annotations
 
-import os
-import sys
-import time
+import asyncio
 
 import pytest
 
-from tests.conftest import free_port, require_command, require_root
+from nfvha.verify import sal as sal_mod
+from nfvha.verify.engine import Phases
+from nfvha.verify.model import load
+from tests.conftest import require_command, require_root
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
 
@@ -24,17 +28,11 @@ pytestmark = [pytest.mark.system, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     require_root("Corosync/Pacemaker in network namespaces")
-    require_command("corosync", "pacemakerd", "crm_mon", "cibadmin", "ip", "nsenter", "curl")
+    require_command("corosync", "pacemakerd", "crm_mon", "cibadmin", "ip", "nsenter")
     from nfvha.verify.deploy.corosync_cluster import CorosyncCluster
     c = CorosyncCluster(tmp_path_factory.mktemp("corosync3"), 3, net=57).start()
     yield c
     c.stop()
-
-
-def _get(cluster, port: int) -> bool:
-    r = cluster.lan.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "0.5",
-                         f"http://127.0.0.1:{port}/"], check=False)
-    return r.stdout == "200"
 
 
 def test_three_nodes_come_online(cluster):
@@ -42,49 +40,20 @@ def test_three_nodes_come_online(cluster):
 
 
 def test_corosync_killed_node_fenced_and_resource_recovered_on_a_survivor(cluster):
-    cluster.enable_fencing()
-    port = free_port()
-    n1 = cluster.nodes[0]
-    n1.add_process_resource("web", [sys.executable, "-m", "nfvha.verify.backend", "--host",
-                                    "127.0.0.1", "--port", str(port), "--name", "web"],
-                            monitor_ms=100, netns_name=cluster.lan.name)
-    cluster.prefer("web", 1)
-    old = n1.wait_running("web", 30)
-    assert cluster.located("web", 2) == [cluster.members[0][0]]
-    deadline = time.monotonic() + 10
-    while not _get(cluster, port):
-        assert time.monotonic() < deadline, "the resource never served"
-        time.sleep(0.1)
-
-    killed = cluster.kill_corosync(1)
-    survivor = cluster.nodes[1]
-    left = None
-    deadline = time.monotonic() + 20
-    while left is None and time.monotonic() < deadline:
-        left = next((m for m in survivor.memberships() if m[2] == "left" and 1 in m[3]
-                     and m[0] >= killed - 0.01), None)
-        time.sleep(0.05)
-    assert left is not None, "the survivors never formed a membership without node 1"
-
-    served = None
-    deadline = time.monotonic() + 30
-    while served is None and time.monotonic() < deadline:
-        where = cluster.located("web", 2)
-        if where and where[0] != cluster.members[0][0] and _get(cluster, port):
-            served = time.monotonic()
-        time.sleep(0.1)
-    assert served is not None, f"not recovered on a survivor: {cluster.located('web', 2)}"
-    fenced = [e for e in survivor.op_events() if e.kind == "fencing" and e.mono >= killed]
-    assert fenced, "no fencing alert"
-    assert not os.path.exists(f"/proc/{old}") or _zombie(old), "node 1's copy survived"
-    assert len(cluster.located("web", 3)) == 1
-    print(f"\ncorosync killed: membership without node 1 {left[0] - killed:.2f} s, fenced "
-          f"{fenced[0].mono - killed:.2f} s, serving from a survivor {served - killed:.2f} s")
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
+    from nfvha.verify.scenarios import cluster_manager as cm
+    opts = cm.Options(fencing=True, phases=Phases(baseline_s=1.0, observe_s=25.0,
+                                                  settle_s=0.5))
+    record, m = asyncio.run(cm.run(opts, cluster=cluster))
+    f = record.facts
+    assert record.first("detected") is not None, "no membership without node 1"
+    assert record.first("fenced") is not None, "node 1 was not fenced"
+    assert record.first("instance_back") is not None, "not serving again from a survivor"
+    assert f["resource_located"] and f["resource_located"][0] != cluster.members[0][0]
+    assert f["copies_running"] == 1 and not f["old_copy_alive"], f
+    verdicts = cm.judge(load(), record, m, sal_mod.get("SAL3"))
+    for v in verdicts:
+        assert v.verdict == "pass", (v.id, v.why)
+    fenced = record.first("fenced").t - record.fault_at
+    print(f"\ncorosync killed: membership without node 1 {m.detection_ms:.0f} ms, fenced "
+          f"{1000 * fenced:.0f} ms, client outage {m.outage_ms:.0f} ms "
+          f"(+{m.outage_precision_ms:.0f}), recovery {m.recovery_ms:.0f} ms")

@@ -69,7 +69,8 @@ def _r(x: Optional[float]) -> Optional[float]:
 
 
 SCENARIO_NAMES = ("active-active", "active-active-nocheck", "active-passive", "message-queue",
-                  "broker", "broker-classic", "load-balancer", "load-balancer-notrack")
+                  "broker", "broker-classic", "load-balancer", "load-balancer-notrack",
+                  "cluster-manager", "cluster-manager-nofence")
 
 
 class Session:
@@ -144,7 +145,7 @@ async def _run_one(name: str, sal: sal_mod.Sal, model: Model, session: Session
             from .scenarios import message_queue as mq
             record, m = await mq.run(cluster, note)
         return result(name, name, record, m, sal, model)
-    if name in SCENARIO_NAMES[4:]:        # the HA middleware as the victim (tc053, tc056)
+    if name in SCENARIO_NAMES[4:]:        # the HA middleware as the victim (tc053/56/57)
         from .scenarios import middleware
         return await middleware.run(name, sal, model, session)
     raise ValueError(f"unknown scenario {name!r}; one of {', '.join(SCENARIO_NAMES)} "
