@@ -47,7 +47,8 @@ def test_every_published_case_reads_with_its_attacker_monitors_and_sla():
 def test_what_runs_here_and_what_cannot_says_why():
     runs = {tc: yardstick.where(read(tc)) for tc in CASES}
     assert runs["tc053"][0] == "load-balancer" and runs["tc056"][0] == "broker"
-    for tc in ("tc045", "tc046", "tc047", "tc048", "tc049", "tc057"):
+    assert runs["tc057"][0] == "cluster-manager" and "not run" in runs["tc057"][1]
+    for tc in ("tc045", "tc046", "tc047", "tc048", "tc049"):
         dep, why = runs[tc]
         assert dep is None and read(tc).process.split("-")[0] in why.lower(), (tc, why)
 
@@ -61,6 +62,10 @@ def test_runnable_cases_parse_into_the_middleware_scenarios():
     with open(path("tc056")) as f:
         c = yardstick.parse(f.read(), "tc056")
     assert c.deployment == "broker" and c.max_outage_ms == 5000
+    with open(path("tc057")) as f:
+        c = yardstick.parse(f.read(), "tc057")          # general-attacker kill-corosync
+    assert (c.deployment, c.process_name) == ("cluster-manager", "corosync")
+    assert c.max_outage_ms == 5000 and c.max_recover_ms is None
     stop = open(path("tc056")).read().replace('"kill-process"', '"stop-service"')
     with pytest.raises(ValueError, match="not supported"):   # our broker fault is kill -9
         yardstick.parse(stop)
@@ -72,11 +77,11 @@ def test_a_case_that_cannot_run_is_refused_before_anything_starts():
 
 
 def test_cli_exit_3_and_the_table():
-    p = subprocess.run([sys.executable, "-m", "nfvha.cli.main", "verify", "run", path("tc057")],
+    p = subprocess.run([sys.executable, "-m", "nfvha.cli.main", "verify", "run", path("tc048")],
                        capture_output=True, text=True, timeout=60)
-    assert p.returncode == 3 and "cluster-manager scenario" in p.stderr, p.stderr
+    assert p.returncode == 3 and "cinder-api is not installed" in p.stderr, p.stderr
     t = subprocess.run([sys.executable, "-m", "nfvha.verify.yardstick",
                         *[path(tc) for tc in CASES]], capture_output=True, text=True, timeout=60)
     assert t.returncode == 0
-    assert t.stdout.count("cannot run here") == 6 and t.stdout.count("runs here as") == 2
+    assert t.stdout.count("cannot run here") == 5 and t.stdout.count("runs here as") == 3
     assert "check-rabbitmq-master" in t.stdout and "not run here" in t.stdout

@@ -42,8 +42,9 @@ their `key`, `command_name`, `monitor_time`, `monitor_number` and `sla`,
 GeneralHA's `operations`, `resultCheckers` and `steps` — and `where()` says
 what runs it here or, plainly, why nothing can: the attacked process
 decides (haproxy → `load-balancer`, rabbitmq-server → `broker`, nova-api →
-nfvha's active/active stand-in; neutron-server, keystone, glance-api,
-cinder-api, swift-proxy and corosync have no deployment here yet). An
+nfvha's active/active stand-in, corosync → `cluster-manager`;
+neutron-server, keystone, glance-api, cinder-api and swift-proxy have no
+deployment here yet). An
 `options.nfvha.deployment` still chooses the deployment explicitly. Their
 `openstack-cmd` monitors cannot run (no OpenStack here): the scenario's own
 client probe stands for them, and each monitor's SLA is judged against it.
@@ -64,15 +65,20 @@ from .verdicts import Verdict
 
 SUPPORTED_FAULTS = {"kill-process": signal.SIGKILL, "stop-service": signal.SIGTERM}
 POD_FAULTS = ("kill-process", "drop-port")
-MIDDLEWARE = ("load-balancer", "load-balancer-notrack", "broker", "broker-classic")
+MIDDLEWARE = ("load-balancer", "load-balancer-notrack", "broker", "broker-classic",
+              "cluster-manager", "cluster-manager-nofence")
 
 # The attacked process decides what runs a published case here.
 DEFAULT_DEPLOYMENT = {"nova-api": "active-active", "haproxy": "load-balancer",
-                      "rabbitmq-server": "broker"}
+                      "rabbitmq-server": "broker", "corosync": "cluster-manager"}
 RUNS_AS = {
     "nova-api": "nfvha's active/active stand-in: HAProxy + 3 HTTP instances play nova-api",
     "haproxy": "scenario load-balancer: HAProxy on the VRRP master of two namespaces killed",
     "rabbitmq-server": "scenario broker: one node of a three-node RabbitMQ cluster killed",
+    "corosync": "scenario cluster-manager: corosync killed on one of three Corosync/Pacemaker "
+                "nodes in namespaces, with fencing; the case's get-vip-host operations and "
+                "pacemaker-resource-checker checks read a Fuel deployment's resources "
+                "(vip__management, p_rabbitmq-server, p_conntrackd) and are not run",
 }
 NOT_HERE = {
     "neutron-server": "neutron-server is not installed here (no OpenStack networking "
@@ -82,12 +88,6 @@ NOT_HERE = {
     "glance-api": "glance-api is not installed here (no OpenStack image service)",
     "cinder-api": "cinder-api is not installed here (no OpenStack block storage service)",
     "swift-proxy": "swift-proxy is not installed here (no OpenStack object storage)",
-    "corosync": "the cluster-manager scenario is not built yet: the three-node "
-                "Corosync/Pacemaker cluster with fencing runs here "
-                "(deploy/corosync_cluster.py, tests/test_deploy_corosync_cluster.py) but no "
-                "scenario judges it; the case's operations and result checkers also read a "
-                "Fuel deployment's resources (vip__management, p_rabbitmq-server, "
-                "p_conntrackd) that exist on no machine here",
 }
 
 
@@ -243,6 +243,7 @@ def _parse(text: str, name: str) -> Case:
     proc = _process_of(attackers[0])
     deployment = ext.get("deployment") or DEFAULT_DEPLOYMENT.get(proc, "active-active")
     allowed = POD_FAULTS if deployment == "pod" else (
+        ("general-attacker", "kill-process") if deployment.startswith("cluster-manager") else
         ("kill-process",) if deployment in MIDDLEWARE else tuple(SUPPORTED_FAULTS))
     if fault not in allowed:
         raise ValueError(f"fault_type {fault!r} not supported here; one of "
