@@ -8,12 +8,19 @@ Left out: allow_header_conformance. Starlette answers a method a path does
 not serve (405) with the ``Allow`` of the first route of that path, while
 each method here is its own route (GET, PUT and DELETE of a server group).
 
+Tolerated: schemathesis' own crash "SystemError: AST constructor recursion
+depth mismatch" (CPython 3.11's ast.parse, called by hypothesis to describe
+a filter lambda while schemathesis builds a coverage case): it fails that
+one generation step of the tool, not a request to the API. Any failure, and
+any other error, fails the test.
+
 Time-boxed (--max-time) with a fixed seed, so a CI run is short and the
-same; `make fuzz` leaves the seed free."""
+same (NFVHA_SCHEMATHESIS_MAX_TIME and _SEED change them)."""
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import sys
 import time
@@ -63,8 +70,14 @@ async def test_the_api_keeps_to_its_openapi_document(tmp_path: Path) -> None:
         out_b, _ = await asyncio.wait_for(run.communicate(), MAX_TIME_S + 120)
         out_s = out_b.decode(errors="replace")
         print(out_s[-3000:])
-        assert run.returncode == 0, out_s[-6000:]
-        assert "passed" in out_s
+        summary = out_s[out_s.rfind("SUMMARY"):]
+        assert "SUMMARY" in out_s and "Failures:" not in summary, out_s[-6000:]
+        if run.returncode != 0:  # only the tool's own crash described above
+            errors = re.findall(r"(\w[\w ]*Error): (\d+)", summary)
+            tool_bug = out_s.count("SystemError: AST constructor recursion depth mismatch")
+            assert errors and all(kind == "Runtime Error" for kind, _ in errors), summary
+            assert sum(int(n) for _, n in errors) <= tool_bug, out_s[-6000:]
+        assert re.search(r"\d+ generated, \d+ passed", summary), summary
     finally:
         ctl.terminate()
         try:
