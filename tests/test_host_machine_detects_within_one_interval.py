@@ -305,3 +305,19 @@ def test_answers_the_host_held_back_do_not_teach_the_deadline() -> None:
         r.answer(at=sent + 0.060)
         r.run_until(r.state.deadline)
     assert host.response_timeout_ms(r.state) == before
+
+
+def test_a_wait_under_way_counts_only_if_seen_at_both_ends_of_the_window() -> None:
+    """The kernel adds a wait to schedstat when it ends, so a guest waiting
+    right now shows as runnable; one runnable instant alone (an idle VM's
+    thread woken by a timer) is no evidence."""
+    waiting = CpuSample(run_ns=0, wait_ns=0, runnable=True)
+    r = Rig().warm()
+    r.cpu = lambda t: waiting
+    out = r.run_until(r.state.challenged_at + 0.021)
+    assert kinds(out, Fault) == [] and r.state.extended_ms > 0
+    r2 = Rig().warm()
+    sent = r2.state.challenged_at
+    r2.run_until(r2.state.probe_at)  # idle when the window opens
+    out = r2.feed(Tick(sample=waiting), at=sent + 0.020)  # runnable at the deadline only
+    assert [f.kind for f in kinds(out, Fault)] == ["heartbeat_loss"]

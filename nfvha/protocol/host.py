@@ -42,9 +42,9 @@ Rules that bind this file:
   pass a ``CpuSample`` (the guest's QEMU threads' schedstat, or the host's
   CPU pressure when the guest's process is unknown) in the Tick, once a
   little before the response deadline and again at it; ``Tick.lag_ms`` is
-  how late the caller itself ran. A guest that waits for a CPU at that
-  moment or spent a fifth of the window waiting for one, or a caller that
-  ran late (once), gets its deadline
+  how late the caller itself ran. A guest waiting for a CPU at both ends of
+  that window or for a fifth of it, or a caller that ran late (once), gets
+  its deadline
   extended (in steps of the response deadline, at most ``max_extension_ms``
   in all) instead of a miss. A guest still held back at that bound that got
   under a quarter of a CPU over the extension is reported ``Starved`` (a
@@ -463,9 +463,12 @@ def _judge(state: HostState, event: Tick, now: float) -> Tuple[HostState, List[O
             or (state.baseline is None and sample is not None)) and not state.lag_extended
     late = late or event.unread
     last = _share(state.baseline, sample, now)
-    # the host held it back: it waits for a CPU now, or did for part of the window
-    waited = (sample is not None and sample.runnable) or (
-        last is not None and last[0] >= STARVED_MIN_WAIT)
+    # the host held it back: it did for part of the window, or it is waiting
+    # for a CPU now and was when the window opened (one instant alone is noise:
+    # an idle VM's threads wake for timers)
+    opened = state.baseline[1] if state.baseline is not None else None
+    waited = (last is not None and last[0] >= STARVED_MIN_WAIT) or (
+        sample is not None and sample.runnable and opened is not None and opened.runnable)
     room = state.config.max_extension_ms - state.extended_ms
     origin = state.origin
     if origin is None:  # where the first window of this challenge opened
