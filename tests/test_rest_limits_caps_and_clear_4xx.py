@@ -168,3 +168,40 @@ async def test_an_invalid_body_leaves_no_cyclic_garbage(controller):
             tracemalloc.stop()
             gc.enable()
     assert freed < 20 * 60_000 / 4, freed  # with the cycle: every body, twice
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def any_store_client(request, tmp_path):
+    from tests.test_controller_helpers import db_urls
+
+    gen = db_urls(request, tmp_path)
+    c = Controller(next(gen), [], agent_down_after_s=0)
+    await c.start()
+    transport = httpx.ASGITransport(app=make_app(c), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://nfvha") as h:
+        yield c, h
+    await c.stop()
+    gen.close()
+
+
+async def test_a_nul_is_never_a_500_even_on_postgresql(any_store_client):
+    """PostgreSQL cannot store a NUL: a lookup with one is a 404, a group or
+    a report holding one is refused, a free-text reason loses it."""
+    controller, client = any_store_client
+    for path in ("/v1/instances/a%00b", "/v1/events/a%00b", "/v1/instances/a%00b/recovery"):
+        r = await client.get(path)
+        assert r.status_code == 404, (path, r.text)
+    assert (await client.delete("/v1/hosts/h%00")).status_code == 404
+    r = await client.post("/v1/instances/a%00b/actions", json={"action": "stop"})
+    assert r.status_code == 404
+    r = await client.put("/v1/server-groups/g", json={"name": "a\x00", "members": []})
+    assert r.status_code == 422
+    r = await client.put("/v1/server-groups/g", json={"name": "a", "members": ["b\x00"]})
+    assert r.status_code == 422
+    r = await client.post("/v1/instances/u1/recovery", json={"paused": True,
+                                                             "reason": "a\x00b"})
+    assert r.status_code == 200 and r.json()["paused_reason"] == "ab"
+    answer = await controller.instance_state(host="h", instance_uuid="u\x00", state="enabled")
+    assert not answer["ok"]
+    answer = await controller.sg_instances("h", ["i\x00", "i-1"])
+    assert answer == {"ok": True, "instances": 1, "refused": 1}

@@ -173,7 +173,7 @@ def v1_router(controller: Controller, limits: Optional[ApiLimits] = None) -> API
     @router.get("/instances/{uuid}", response_model=Instance,
                 responses={404: {"description": "unknown instance"}})
     async def get_instance(uuid: str) -> dict[str, Any]:
-        inst = await controller.get_instance(uuid)
+        inst = await controller.get_instance(_stored(uuid))
         if inst is None:
             raise HTTPException(404, f"no instance {uuid}")
         return inst
@@ -186,7 +186,7 @@ def v1_router(controller: Controller, limits: Optional[ApiLimits] = None) -> API
                    responses={404: {"description": "unknown host"}})
     async def forget_host(host: str) -> Response:
         """Retire a compute host: stop expecting it, drop its instances on record."""
-        if not await controller.forget_host(host):
+        if not await controller.forget_host(_stored(host)):
             raise HTTPException(404, f"no host {host}")
         return Response(status_code=204)
 
@@ -195,7 +195,7 @@ def v1_router(controller: Controller, limits: Optional[ApiLimits] = None) -> API
     async def instance_action(uuid: str, req: ActionRequest) -> dict[str, Any]:
         """Ask the guest about an action before doing it (a vote) or tell it
         (a notice), as StarlingX's VIM does; answers when the guest did."""
-        answer = await controller.request_action(uuid, req.action, req.notification,
+        answer = await controller.request_action(_stored(uuid), req.action, req.notification,
                                                  req.timeout_ms)
         if answer is None:
             raise HTTPException(404, f"no instance {uuid}")
@@ -213,12 +213,20 @@ def v1_router(controller: Controller, limits: Optional[ApiLimits] = None) -> API
     @router.get("/events/{event_id}", response_model=Event,
                 responses={404: {"description": "unknown event"}})
     async def get_event(event_id: str) -> dict[str, Any]:
-        ev = await controller.get_event(event_id)
+        ev = await controller.get_event(_stored(event_id))
         if ev is None:
             raise HTTPException(404, f"no event {event_id}")
         return ev
 
     return router
+
+
+def _stored(key: str) -> str:
+    """A key the store could hold: one with a NUL (PostgreSQL cannot store
+    it, the bus validators refuse it) is known to be unknown (404)."""
+    if "\x00" in key:
+        raise HTTPException(404, "no such " + ("key" if len(key) > 64 else repr(key)))
+    return key
 
 
 def _utc(since: Optional[datetime]) -> Optional[datetime]:

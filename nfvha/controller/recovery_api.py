@@ -75,6 +75,8 @@ def recovery_router(controller: Any) -> APIRouter:
     def checked(uuid: str) -> str:
         if not uuid or len(uuid) > MAX_UUID:
             raise HTTPException(422, f"instance uuid must be 1 to {MAX_UUID} characters")
+        if "\x00" in uuid:  # never an instance (the bus refuses it), PostgreSQL cannot store it
+            raise HTTPException(404, "no such instance")
         return uuid
 
     def shown(uuid: str, row: Optional[dict[str, Any]]) -> dict[str, Any]:
@@ -98,7 +100,7 @@ def recovery_router(controller: Any) -> APIRouter:
         are still reported, but get no action. An instance not heard of yet
         may be paused ahead."""
         return shown(uuid, await store("set_recovery_paused", checked(uuid), req.paused,
-                                       req.reason))
+                                       req.reason.replace("\x00", "")))
 
     @router.post("/instances/{uuid}/recovery/rearm", response_model=Recovery)
     async def rearm_recovery(uuid: str = Uuid) -> dict[str, Any]:

@@ -20,19 +20,21 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from nfvha.controller.apibounds import ApiLimits, StrictJSONRoute, page
 from nfvha.controller.servergroup_service import GroupLimit, ServerGroupService
 
-# At least one character that is not white space to Python (str.strip), to
-# JSON Schema (ECMA \s) and to pydantic (Rust \s) alike: their \s differ on
+# Ids and members: no NUL (PostgreSQL cannot store it) and at least one
+# character that is not white space to Python (str.strip), to JSON Schema
+# (ECMA \s) and to pydantic (Rust \s) alike: their \s differ on
 # U+001C-U+001F, U+0085 and U+FEFF, named here.
-NOT_BLANK = r"[^\s\x1c-\x1f\x85\ufeff]"
+ID = r"^[^\x00]*[^\s\x1c-\x1f\x85\ufeff\x00][^\x00]*$"
+NO_NUL = r"^[^\x00]*$"  # a group's name
 
 
 def group_in(limits: ApiLimits) -> type[BaseModel]:
     """The PUT body with this controller's bounds in its schema, so the
     OpenAPI document says what is accepted (schemathesis checks it is)."""
-    member = Field(min_length=1, max_length=limits.max_name_length, pattern=NOT_BLANK)
+    member = Field(min_length=1, max_length=limits.max_name_length, pattern=ID)
     return create_model(
         "GroupIn", __config__=ConfigDict(extra="forbid", strict=True),
-        name=(str, Field("", max_length=limits.max_name_length,
+        name=(str, Field("", max_length=limits.max_name_length, pattern=NO_NUL,
                          description="free text, at most [servergroup] max_name_length "
                          "characters")),
         members=(list[Annotated[str, member]], Field(
@@ -70,7 +72,7 @@ def servergroups_router(service: ServerGroupService,
                                  "invalid group"},
                            413: {"description": "request body larger than [api] "
                                  "max_body_bytes"}})
-    GroupId = Path(min_length=1, max_length=limits.max_name_length, pattern=NOT_BLANK)
+    GroupId = Path(min_length=1, max_length=limits.max_name_length, pattern=ID)
 
     @router.get("", response_model=list[GroupOut])
     async def list_groups(

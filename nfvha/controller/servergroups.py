@@ -55,7 +55,10 @@ _FIELDS = ("name", "host", "state", "task_state", "power_state", "heartbeat", "d
 
 def is_text(value: Any) -> bool:
     """Whether a str is text that can be stored and shown: a lone surrogate
-    (a valid JSON escape, "\\udcff") is not, and would fail every encoder."""
+    (a valid JSON escape, "\\udcff") is not, and would fail every encoder;
+    nor is a NUL, which PostgreSQL cannot store."""
+    if "\x00" in value:
+        return False
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:

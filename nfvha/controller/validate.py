@@ -38,7 +38,10 @@ class Invalid(ValueError):
 
 def is_text(v: str) -> bool:
     """A lone surrogate (the JSON escape "\\udcff") is a str but not text:
-    no database driver and no JSON response can encode it."""
+    no database driver and no JSON response can encode it. Nor is a NUL,
+    which PostgreSQL cannot store."""
+    if "\x00" in v:
+        return False
     try:
         v.encode("utf-8")
     except UnicodeEncodeError:
@@ -49,7 +52,8 @@ def is_text(v: str) -> bool:
 def cut(v: str, limit: int) -> str:
     """Free text, at most ``limit`` characters, lone surrogates replaced."""
     v = v[:limit]
-    return v if is_text(v) else v.encode("utf-8", "replace").decode("utf-8")
+    return v if is_text(v) else \
+        v.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
 
 
 def _text(ev: dict[str, Any], key: str, limit: int, required: bool = True) -> str:
