@@ -89,34 +89,13 @@ def _check(value: Any, depth: int = 0) -> None:
 
 def strict_loads(body: bytes) -> Any:
     """JSON that nfvha can store and show again, or BadJSON / JSONDecodeError."""
-    if body.count(b"[") + body.count(b"{") > MAX_DEPTH and _too_deep(body):
-        raise BadJSON(f"nested deeper than {MAX_DEPTH}")  # before json recurses into it
-    # an integer of more than 4300 digits is a ValueError of json.loads itself
-    value = json.loads(body, parse_constant=_no_constant)
+    try:
+        # an integer of more than 4300 digits is a ValueError of json.loads itself
+        value = json.loads(body, parse_constant=_no_constant)
+    except RecursionError:  # the C decoder stops at the recursion limit, cheaply
+        raise BadJSON(f"nested deeper than {MAX_DEPTH}") from None
     _check(value)
     return value
-
-
-def _too_deep(body: bytes) -> bool:
-    """Bracket depth outside strings exceeds MAX_DEPTH (a cheap scan)."""
-    depth, in_str, esc = 0, False, False
-    for b in body:
-        if in_str:
-            if esc:
-                esc = False
-            elif b == 0x5C:  # backslash
-                esc = True
-            elif b == 0x22:
-                in_str = False
-        elif b == 0x22:
-            in_str = True
-        elif b in (0x5B, 0x7B):
-            depth += 1
-            if depth > MAX_DEPTH:
-                return True
-        elif b in (0x5D, 0x7D):
-            depth -= 1
-    return False
 
 
 class StrictJSONRequest(Request):
