@@ -125,13 +125,13 @@ class Service:
                                      stdin=subprocess.DEVNULL, start_new_session=True)
         out.close()
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 10) -> None:
         p, self.proc = self.proc, None
         if p is None or p.poll() is not None:
             return
         os.killpg(p.pid, signal.SIGTERM)
         try:
-            p.wait(10)
+            p.wait(grace)
         except subprocess.TimeoutExpired:
             os.killpg(p.pid, signal.SIGKILL)
             p.wait()
@@ -300,10 +300,10 @@ class Masakari:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 10) -> None:
         for s in (self.api, self.engine):
             if s is not None:
-                s.stop()
+                s.stop(grace)
 
     def logs(self) -> str:
         return "\n".join(f"--- {s.name}\n{s.tail()}" for s in (self.api, self.engine) if s)
@@ -397,6 +397,6 @@ def _wait_engine_listening(m: Masakari, transport_url: str, topic: str,
 
 
 def cleanup_masakari(m: Masakari) -> None:
-    m.stop()
+    m.stop(grace=2)  # its database goes next: nothing to finish
     drop_database(m.db)
     shutil.rmtree(m.workdir, ignore_errors=True)

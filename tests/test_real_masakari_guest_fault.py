@@ -108,3 +108,4 @@ async def test_a_hung_guest_becomes_a_notification_the_engine_finishes(
         await bus.stop()
         await nova.stop()
         await channel.close()
+        cloud.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import uuid
+from collections.abc import Iterator
 from typing import Any, Callable
 
 import pytest
@@ -28,6 +29,7 @@ class Cloud:
 
     def __init__(self, ks: Any) -> None:
         self.ks = ks
+        self._admin: Any = None
         self.user = f"nfvha-{secrets.token_hex(4)}"
         self.password = secrets.token_urlsafe(12)
         # Masakari's notification API is admin_api (role admin)
@@ -43,13 +45,16 @@ class Cloud:
         """Runs an openstacksdk call as the admin, off the event loop (the
         Nova stand-in answering Masakari lives on it)."""
         def run() -> Any:
-            conn = self.ks.admin()
-            try:
-                return fn(conn)
-            finally:
-                conn.close()
+            if self._admin is None:  # one login for all: each costs a Keystone round
+                self._admin = self.ks.admin()
+            return fn(self._admin)
 
         return await asyncio.to_thread(run)
+
+    def close(self) -> None:
+        if self._admin is not None:
+            self._admin.close()
+            self._admin = None
 
     async def register(self, host: str, **host_attrs: Any) -> Any:
         """A failover segment with `host` in it, as the operator registers them."""
@@ -75,8 +80,10 @@ class Cloud:
 
 
 @pytest.fixture(scope="module")
-def cloud(real_masakari) -> Cloud:
-    return Cloud(real_masakari.keystone)
+def cloud(real_masakari) -> Iterator[Cloud]:
+    c = Cloud(real_masakari.keystone)
+    yield c
+    c.close()
 
 
 def _host() -> str:
