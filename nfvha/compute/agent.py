@@ -535,6 +535,7 @@ class ComputeAgent:
             "faults_pending": self.outbox.pending,
             "faults_delivered": self.outbox.delivered,
             "fault_attempts": self.outbox.attempts,
+            "faults_refused": self.outbox.refused,  # malformed, dropped: a refusal is final
             "violations": self.counters["violations"],
             "state_changes": self.counters["state_changes"],
             "source": self.source.name,
