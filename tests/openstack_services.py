@@ -5,8 +5,9 @@ oslo.* pins differ from nfvha's). Each service gets a database of its own
 on the machine's MariaDB (root, no password, 127.0.0.1:3306), named after
 this process so that two sessions never share one, dropped at the end.
 
-Keystone: ``keystone-manage db_sync``, ``fernet_setup``, ``bootstrap``
-(admin/admin project, RegionOne, its own endpoints), served by gunicorn.
+Keystone: ``keystone-manage db_sync`` and ``bootstrap`` (admin/admin
+project, RegionOne, its own endpoints), fernet key repositories as
+``fernet_setup`` leaves them, served by gunicorn.
 Masakari: ``masakari-manage db sync``; masakari-api under gunicorn with
 keystonemiddleware against that Keystone; masakari-engine over the local
 RabbitMQ (a topic of this session's own), reaching Nova through the
