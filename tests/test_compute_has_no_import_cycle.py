@@ -2,33 +2,37 @@
 wiring), and it imports only the layers below it (protocol, bus). Read from
 the source with ast, every import counted — also those under
 TYPE_CHECKING, function-level ones and a package's implicit import by its
-submodules — so a cycle that only works by import order is caught too."""
+submodules — so a cycle that only works by import order is caught too.
+`graph(package)` and `find_cycle` also check nfvha/verify
+(tests/test_verify_has_no_import_cycle.py)."""
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
 
-import nfvha.compute
-
-ROOT = Path(nfvha.compute.__file__).parent
 PACKAGE = "nfvha.compute"
-ALLOWED_OUTSIDE = ("nfvha.protocol", "nfvha.bus", "nfvha.gctune")
+ALLOWED_OUTSIDE = ("nfvha.protocol", "nfvha.bus", "nfvha.gctune", "nfvha.subreaper")
 
 
-def module_name(path: Path) -> str:
-    rel = path.relative_to(ROOT).with_suffix("")
+def root_of(package: str) -> Path:
+    return Path(importlib.import_module(package).__file__ or "").parent
+
+
+def module_name(path: Path, package: str = PACKAGE) -> str:
+    rel = path.relative_to(root_of(package)).with_suffix("")
     parts = [p for p in rel.parts if p != "__init__"]
-    return ".".join([PACKAGE, *parts])
+    return ".".join([package, *parts])
 
 
 def is_package(path: Path) -> bool:
     return path.name == "__init__.py"
 
 
-def imports_of(path: Path, modules: set[str]) -> set[str]:
+def imports_of(path: Path, modules: set[str], package: str = PACKAGE) -> set[str]:
     """The nfvha modules `path` imports (a name imported from a package that is
     one of its submodules counts as that submodule)."""
-    me = module_name(path)
+    me = module_name(path, package)
     base = me if is_package(path) else me.rpartition(".")[0]
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -52,10 +56,10 @@ def imports_of(path: Path, modules: set[str]) -> set[str]:
     return {n for n in found if n.startswith("nfvha.")} - {me}
 
 
-def graph() -> dict[str, set[str]]:
-    files = sorted(ROOT.rglob("*.py"))
-    modules = {module_name(f) for f in files}
-    return {module_name(f): imports_of(f, modules) for f in files}
+def graph(package: str = PACKAGE) -> dict[str, set[str]]:
+    files = sorted(root_of(package).rglob("*.py"))
+    modules = {module_name(f, package) for f in files}
+    return {module_name(f, package): imports_of(f, modules, package) for f in files}
 
 
 def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:

@@ -303,7 +303,7 @@ def sla_verdicts(case: Case, outage_ms: float, recovery_ms: Optional[float],
 
 async def run_case(path: str, target: sal_mod.Sal, model: Model, instances=None,
                    session=None):
-    from .runner import NotAvailable, result
+    from .results import NotAvailable, result
     from .scenarios import active_active as aa
     with open(path) as f:
         text = f.read()
@@ -334,7 +334,7 @@ async def run_case(path: str, target: sal_mod.Sal, model: Model, instances=None,
 
 async def _run_pod_case(case: Case, base_dir: str, target: sal_mod.Sal):
     from .nodes import from_pod
-    from .runner import ScenarioResult
+    from .results import ScenarioResult
     from .scenarios import pod_service
     pod_path = os.path.join(base_dir, case.pod_file or "")
     try:

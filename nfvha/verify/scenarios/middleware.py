@@ -16,14 +16,15 @@ from .. import sal as sal_mod
 from ..model import Model
 
 if TYPE_CHECKING:
-    from ..runner import ScenarioResult, Session
+    from ..results import ScenarioResult
+    from ..session import Session
 
 NAMES = ("broker", "broker-classic", "load-balancer", "load-balancer-notrack",
          "cluster-manager", "cluster-manager-nofence")
 
 
 async def run(name: str, sal: sal_mod.Sal, model: Model, session: Session) -> ScenarioResult:
-    from ..runner import NotAvailable, ScenarioResult
+    from ..results import NotAvailable, ScenarioResult
     if name.startswith("cluster-manager"):      # its own three-node cluster
         from . import cluster_manager as cm
         why = cm.available()
