@@ -23,7 +23,6 @@ stopped or restarted by us.
 """
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
@@ -33,10 +32,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from nfvha.subreaper import Subreaper
+
 LOG = logging.getLogger(__name__)
 
 URI = "qemu:///system"
-PR_SET_CHILD_SUBREAPER = 36
 LIBVIRTD = "/usr/sbin/libvirtd"
 VIRTLOGD = "/usr/sbin/virtlogd"
 VIRTLOGD_SOCK = "/run/libvirt/virtlogd-sock"
@@ -242,29 +242,13 @@ class LibvirtDaemon:
 
 
 # ---------------------------------------------------------------------- supervisor
-def _prctl(option: int, arg: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(option, arg, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), f"prctl({option})")
-
-
 def supervise(workdir: Path) -> int:
     """Runs virtlogd and libvirtd in the foreground as our children and
     reaps every orphan (the domains' QEMUs) the moment SIGCHLD arrives.
     SIGTERM/SIGINT: stop; SIGUSR1: restart libvirtd alone. Ends on its own
     when libvirtd exits unasked or when our caller dies."""
-    _prctl(PR_SET_CHILD_SUBREAPER, 1)
-    parent = os.getppid()
-    sigs = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, RESTART_SIGNAL}
-    signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
-
-    def say(msg: str) -> None:
-        print(f"{time.strftime('%H:%M:%S')} supervisor: {msg}", flush=True)
-
-    def unblock() -> None:
-        # the signal mask is inherited across exec: a daemon with SIGTERM
-        # blocked would never stop
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, sigs)
+    sr = Subreaper(("virtlogd", "libvirtd"), extra=(RESTART_SIGNAL,))
+    say, procs = sr.say, sr.procs
 
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
     # LIBVIRT_LOG_FILTERS/LIBVIRT_LOG_OUTPUTS, LIBVIRT_DEBUG: libvirtd's logging, for debugging
@@ -273,30 +257,7 @@ def supervise(workdir: Path) -> int:
     def spawn(argv: list[str], log: str) -> subprocess.Popen[bytes]:
         with open(workdir / log, "ab") as f:
             return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=f,
-                                    stderr=subprocess.STDOUT, preexec_fn=unblock)
-
-    procs: dict[str, subprocess.Popen[bytes] | None] = {"virtlogd": None, "libvirtd": None}
-    stopping = {"now": False}
-
-    def reap() -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            for label, p in procs.items():
-                if p is not None and p.pid == pid:
-                    p.returncode = os.waitstatus_to_exitcode(status)
-                    if not stopping["now"]:
-                        say(f"{label} exited: {p.returncode}")
-
-    def wait_gone(p: subprocess.Popen[bytes] | None, timeout: float) -> None:
-        end = time.monotonic() + timeout
-        while p is not None and p.returncode is None and time.monotonic() < end:
-            signal.sigtimedwait(sigs - {RESTART_SIGNAL}, 0.1)
-            reap()
+                                    stderr=subprocess.STDOUT, preexec_fn=sr.unblock)
 
     def start_libvirtd() -> None:
         p = spawn([LIBVIRTD], "libvirtd.log")
@@ -304,78 +265,54 @@ def supervise(workdir: Path) -> int:
         (workdir / "libvirtd.child").write_text(f"{p.pid}\n")
         say(f"libvirtd pid {p.pid}")
 
-    procs["virtlogd"] = spawn([VIRTLOGD], "virtlogd.log")
-    say(f"virtlogd pid {procs['virtlogd'].pid}")
+    virtlogd = procs["virtlogd"] = spawn([VIRTLOGD], "virtlogd.log")
+    say(f"virtlogd pid {virtlogd.pid}")
     # libvirtd asks virtlogd for each QEMU's log as the domain starts: have it listen first
     end = time.monotonic() + 10
     while not os.path.exists(VIRTLOGD_SOCK) and time.monotonic() < end:
-        signal.sigtimedwait(sigs, 0.02)
-        reap()
+        sr.wait(0.02)
     start_libvirtd()
     while True:
-        info = signal.sigtimedwait(sigs, 1.0)
-        reap()
+        info = sr.wait(1.0)
         if info is not None and info.si_signo in (signal.SIGTERM, signal.SIGINT):
             break
         lv = procs["libvirtd"]
         if info is not None and info.si_signo == RESTART_SIGNAL:
             say("restarting libvirtd")
-            stopping["now"] = True
+            sr.stopping = True
             if lv is not None and lv.returncode is None:
                 lv.send_signal(signal.SIGTERM)
-                wait_gone(lv, 30)
+                sr.wait_gone(lv, 30)
                 if lv.returncode is None:
                     lv.kill()
-                    wait_gone(lv, 5)
-            stopping["now"] = False
+                    sr.wait_gone(lv, 5)
+            sr.stopping = False
             start_libvirtd()
             continue
         if lv is not None and lv.returncode is not None:
             say("libvirtd is gone; stopping")
             break
-        if os.getppid() != parent:
+        if sr.caller_died():
             say("our caller died; stopping")
             break
-    stopping["now"] = True
+    sr.stopping = True
     for label in ("libvirtd", "virtlogd"):
         p = procs[label]
         if p is not None and p.returncode is None:
             p.send_signal(signal.SIGTERM)
-            wait_gone(p, 20)
+            sr.wait_gone(p, 20)
             if p.returncode is None:
                 say(f"{label} ignored SIGTERM; killing it")
                 p.kill()
-                wait_gone(p, 5)
+                sr.wait_gone(p, 5)
     # whatever is left below us (QEMUs nobody destroyed) goes too: a QEMU
     # left to PID 1 with no libvirtd would hold its sockets and memory
-    for _ in range(3):
-        kids = _children_of(os.getpid())
-        if not kids:
-            break
-        for pid in kids:
-            say(f"killing leftover pid {pid} ({_comm(pid)})")
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.1)
-        reap()
+    sr.kill_leftovers(describe=_comm)
     say("stopped")
     return 0
 
 
 # ---------------------------------------------------------------------- /proc helpers
-def _children_of(ppid: int) -> list[int]:
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        st = _stat(int(d))
-        if st is not None and st[1] == ppid and st[0] != "Z":
-            out.append(int(d))
-    return out
-
-
 def _stat(pid: int) -> tuple[str, int] | None:
     """(state, ppid) of a process, None if it is gone."""
     try:

@@ -49,10 +49,10 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Sequence
 
+from nfvha.subreaper import Subreaper
 from nfvha.verify.deploy import netns
 from nfvha.verify.deploy.procfs import is_zombie, read_pid
 
-PR_SET_CHILD_SUBREAPER = 36
 CLONE_NEWNS = 0x00020000
 
 ALERT_SCRIPT = """#!/bin/sh
@@ -550,12 +550,6 @@ def _package_root() -> str:
 
 
 # ------------------------------------------------------------------ supervisor
-def _prctl(option: int, arg: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(option, arg, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), f"prctl({option})")
-
-
 def supervise(workdir: Path, ns_name: str | None = None,
               caller_mnt_fd: int | None = None) -> int:
     """Runs inside the cluster's netns (and ip-netns-exec's mount namespace).
@@ -563,15 +557,8 @@ def supervise(workdir: Path, ns_name: str | None = None,
     A child subreaper: every orphan (the `anything` agent's nohup'ed
     process, agents' helpers) is reparented here and reaped at once.
     """
-    _prctl(PR_SET_CHILD_SUBREAPER, 1)
-    # Not PR_SET_PDEATHSIG: it fires when the *thread* that forked us ends
-    # (asyncio.to_thread...). Instead the loop below notices reparenting.
-    parent = os.getppid()
-    sigs = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT}
-    signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
-
-    def say(msg: str) -> None:
-        print(f"{time.strftime('%H:%M:%S')} supervisor: {msg}", flush=True)
+    sr = Subreaper(("corosync", "pacemakerd"), exit_note="exited unexpectedly")
+    say = sr.say
 
     var = workdir / "var-lib-pacemaker"
     subprocess.run(["mount", "--bind", str(var), "/var/lib/pacemaker"], check=True)
@@ -593,14 +580,13 @@ def supervise(workdir: Path, ns_name: str | None = None,
         "HA_LOGFACILITY": "none",
         "HA_debug": "0",
     }
-    def unblock() -> None:
-        # the signal mask is inherited across exec: a daemon with SIGCHLD and
-        # SIGTERM blocked busy-loops (pacemaker-based at 100% CPU) and never stops
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, sigs)
-
+    # sr.unblock as preexec_fn: a daemon started with SIGCHLD and SIGTERM
+    # blocked busy-loops (pacemaker-based at 100% CPU) and never stops
+    unblock = sr.unblock
     coro = subprocess.Popen(["corosync", "-f", "-c", str(workdir / "corosync.conf")], env=env,
                             stdout=subprocess.DEVNULL, preexec_fn=unblock,
                             stderr=open(workdir / "corosync.stderr", "ab"))
+    sr.procs["corosync"] = coro
     say(f"corosync pid {coro.pid}")
     pcmk: subprocess.Popen | None = None
     deadline = time.monotonic() + 30
@@ -611,65 +597,34 @@ def supervise(workdir: Path, ns_name: str | None = None,
             pcmk = subprocess.Popen(["pacemakerd"], env=env, stdout=subprocess.DEVNULL,
                                     preexec_fn=unblock,
                                     stderr=open(workdir / "pacemakerd.stderr", "ab"))
+            sr.procs["pacemakerd"] = pcmk
             say(f"pacemakerd pid {pcmk.pid}")
             break
         time.sleep(0.2)
     if pcmk is None:
         say("corosync did not come up")
-    state = {"stopping": False, "orphaned": False}
-
-    def reap() -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            for p, label in ((coro, "corosync"), (pcmk, "pacemakerd")):
-                if p is not None and p.pid == pid:
-                    p.returncode = os.waitstatus_to_exitcode(status)
-                    if not state["stopping"]:
-                        say(f"{label} exited unexpectedly: {p.returncode}")
-
-    def wait_gone(p: subprocess.Popen | None, timeout: float) -> None:
-        end = time.monotonic() + timeout
-        while p is not None and p.returncode is None and time.monotonic() < end:
-            signal.sigtimedwait(sigs, 0.1)
-            reap()
-
+    orphaned = False
     while True:
-        info = signal.sigtimedwait(sigs, 1.0)
-        reap()
+        info = sr.wait(1.0)
         if info is not None and info.si_signo in (signal.SIGTERM, signal.SIGINT):
             break
         if coro.returncode is not None and (pcmk is None or pcmk.returncode is not None):
             break
-        if os.getppid() != parent:
+        if sr.caller_died():
             say("our caller died; cleaning up")
-            state["orphaned"] = True
+            orphaned = True
             break
-    state["stopping"] = True
+    sr.stopping = True
     say("stopping")
     if pcmk is not None and pcmk.returncode is None:
         pcmk.send_signal(signal.SIGTERM)      # stops resources, then the daemons
-        wait_gone(pcmk, 45)
+        sr.wait_gone(pcmk, 45)
     if coro.returncode is None:
         coro.send_signal(signal.SIGTERM)
-        wait_gone(coro, 15)
+        sr.wait_gone(coro, 15)
     # whatever is left below us (orphans reparented here) goes too
-    for _ in range(3):
-        kids = _children_of(os.getpid())
-        if not kids:
-            break
-        for pid in kids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.1)
-        reap()
-    if state["orphaned"]:
+    sr.kill_leftovers()
+    if orphaned:
         # nobody will call stop(): drop what the caller set up in the initial
         # mount namespace (we only see a slave copy of it), then our netns name
         if caller_mnt_fd is not None:
@@ -682,21 +637,6 @@ def supervise(workdir: Path, ns_name: str | None = None,
                     subprocess.run(["ip", "netns", "delete", ns_name], capture_output=True)
     say("stopped")
     return 0
-
-
-def _children_of(ppid: int) -> list[int]:
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        if int(fields[1]) == ppid and fields[0] != "Z":
-            out.append(int(d))
-    return out
 
 
 def _tree_cpu_seconds(root: int) -> float:
