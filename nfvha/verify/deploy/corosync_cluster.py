@@ -36,32 +36,7 @@ import time
 from pathlib import Path
 
 from nfvha.verify.deploy import netns
-from nfvha.verify.deploy.pacemaker import ClusterError, PacemakerCluster
-
-COROSYNC_CONF = """totem {{
-    version: 2
-    cluster_name: {cluster}
-    transport: knet
-    crypto_cipher: none
-    crypto_hash: none
-    token: {token_ms}
-}}
-nodelist {{
-{nodes}}}
-quorum {{
-    provider: corosync_votequorum
-}}
-system {{
-    run_dir: {run_dir}
-}}
-logging {{
-    to_stderr: no
-    to_syslog: no
-    to_logfile: yes
-    logfile: {logfile}
-    timestamp: hires
-}}
-"""
+from nfvha.verify.deploy.pacemaker import ClusterError, PacemakerCluster, corosync_conf
 
 _MEMBERSHIP = re.compile(r"^(\w{3} \d\d \d\d:\d\d:\d\d\.\d+) .*A new membership \(([^)]*)\) "
                          r"was formed\. Members (left|joined): ([\d ]+)")
@@ -97,14 +72,9 @@ class ClusterNode(PacemakerCluster):
     def node_name(self) -> str:
         return self.members[self.index - 1][0]
 
-    def _prepare_dirs(self) -> None:
-        super()._prepare_dirs()
-        nodes = "".join(f"    node {{\n        name: {n}\n        nodeid: {k}\n"
-                        f"        ring0_addr: {a}\n    }}\n"
-                        for k, (n, a) in enumerate(self.members, 1))
-        (self.workdir / "corosync.conf").write_text(COROSYNC_CONF.format(
-            cluster=self.name[:32], nodes=nodes, token_ms=self.token_ms,
-            run_dir=self.workdir / "corosync-run", logfile=self.workdir / "corosync.log"))
+    def _corosync_conf(self) -> str:
+        return corosync_conf(self.name[:32], self.members, self.workdir / "corosync-run",
+                             self.workdir / "corosync.log", token_ms=self.token_ms)
 
     def _install_alert(self) -> None:
         try:

@@ -70,19 +70,13 @@ COROSYNC_CONF = """totem {{
     transport: knet
     crypto_cipher: none
     crypto_hash: none
-    token: 3000
+    token: {token_ms}
 }}
 nodelist {{
-    node {{
-        name: {node}
-        nodeid: 1
-        ring0_addr: 127.0.0.1
-    }}
-}}
+{nodes}}}
 quorum {{
     provider: corosync_votequorum
-    expected_votes: 1
-}}
+{votes}}}
 system {{
     run_dir: {run_dir}
 }}
@@ -94,6 +88,18 @@ logging {{
     timestamp: hires
 }}
 """
+
+
+def corosync_conf(cluster: str, members: Sequence[tuple[str, str]], run_dir: Path,
+                  logfile: Path, token_ms: int = 3000, expected_votes: int | None = None) -> str:
+    """corosync.conf for `members` [(node name, ring0 address)], node ids 1, 2, ...
+    in that order (knet, no crypto, votequorum, hires timestamps in `logfile`)."""
+    nodes = "".join(f"    node {{\n        name: {n}\n        nodeid: {k}\n"
+                    f"        ring0_addr: {a}\n    }}\n"
+                    for k, (n, a) in enumerate(members, 1))
+    votes = "" if expected_votes is None else f"    expected_votes: {expected_votes}\n"
+    return COROSYNC_CONF.format(cluster=cluster, nodes=nodes, votes=votes, token_ms=token_ms,
+                                run_dir=run_dir, logfile=logfile)
 
 
 class ClusterError(RuntimeError):
@@ -259,10 +265,13 @@ class PacemakerCluster:
         log.touch()
         os.chown(log, uid, gid)
         os.chmod(log, 0o660)
-        (self.workdir / "corosync.conf").write_text(COROSYNC_CONF.format(
-            cluster=self.name[:32], node=self.node_name,
-            run_dir=self.workdir / "corosync-run",
-            logfile=self.workdir / "corosync.log"))
+        (self.workdir / "corosync.conf").write_text(self._corosync_conf())
+
+    def _corosync_conf(self) -> str:
+        """One node on 127.0.0.1 (token 3000 ms), quorate alone."""
+        return corosync_conf(self.name[:32], [(self.node_name, "127.0.0.1")],
+                             self.workdir / "corosync-run", self.workdir / "corosync.log",
+                             expected_votes=1)
 
     @property
     def node_name(self) -> str:
