@@ -27,6 +27,16 @@ def test_config_without_health_checks_has_no_check_at_all():
     assert "server s1 127.0.0.1:8001\n" in cfg
 
 
+def test_config_of_the_tc053_load_balancers_on_node_addresses():
+    cfg = HaproxyConfig(8080, [("api-a", 9000), ("api-b", 9000)], bind="0.0.0.0",
+                        backend="api", server_host=(("api-a", "10.2.0.1"), ("api-b", "10.2.0.2")),
+                        served_via="lb node-a").render()
+    assert "stats socket" not in cfg and "bind 0.0.0.0:8080" in cfg
+    assert "default_backend api\n" in cfg and "backend api\n" in cfg
+    assert "server api-b 10.2.0.2:9000 check inter 100 fall 2 rise 2" in cfg
+    assert 'X-Served-By "%[res.hdr(X-Served-By)] via lb node-a"\n    server api-a' in cfg
+
+
 def test_show_stat_parsing_and_effective_state():
     st = parse_show_stat(SHOW_STAT)
     assert set(st) == {"s1", "s2", "s3"}

@@ -24,8 +24,12 @@ STATE_RE = re.compile(r"Server (\S+)/(\S+) is (DOWN|UP)\b")
 
 @dataclass(frozen=True)
 class HaproxyConfig:
+    """One frontend, one backend; also the load balancers of the tc053 pair
+    (deploy/haproxy_vrrp.py: bound to every address, servers on the nodes'
+    addresses, the answer's X-Served-By naming the load balancer)."""
+
     port: int
-    servers: Sequence[Tuple[str, int]]            # (name, port) on 127.0.0.1
+    servers: Sequence[Tuple[str, int]]            # (name, port) on `server_host`
     checks: bool = True
     inter_ms: int = 100
     fall: int = 2
@@ -33,15 +37,28 @@ class HaproxyConfig:
     retries: int = 3
     redispatch: bool = True
     check_path: str = "/"
+    bind: str = "127.0.0.1"
+    backend: str = "be"
+    # a server's address by name; a name not in it is on 127.0.0.1
+    server_host: Tuple[Tuple[str, str], ...] = ()
+    # appended to the backend's X-Served-By header: "<served by> via <served_via>"
+    served_via: Optional[str] = None
 
-    def render(self, stats_socket: str) -> str:
+    def render(self, stats_socket: Optional[str] = None) -> str:
+        """The config text; with a `stats_socket` path, an admin socket there."""
         check = f" check inter {self.inter_ms} fall {self.fall} rise {self.rise}" if self.checks \
             else ""
-        servers = "\n".join(f"    server {n} 127.0.0.1:{p}{check}" for n, p in self.servers)
+        host = dict(self.server_host)
+        servers = "\n".join(f"    server {n} {host.get(n, '127.0.0.1')}:{p}{check}"
+                             for n, p in self.servers)
+        stats = "" if stats_socket is None else \
+            f"    stats socket {stats_socket} mode 600 level admin\n"
+        via = "" if self.served_via is None else \
+            ('    http-response set-header X-Served-By '
+             f'"%[res.hdr(X-Served-By)] via {self.served_via}"\n')
         return f"""\
 global
-    stats socket {stats_socket} mode 600 level admin
-    log stdout format raw local0 info
+{stats}    log stdout format raw local0 info
     maxconn 2000
 
 defaults
@@ -56,14 +73,14 @@ defaults
 {"    option redispatch 1" if self.redispatch else ""}
 
 frontend fe
-    bind 127.0.0.1:{self.port}
+    bind {self.bind}:{self.port}
     no log
-    default_backend be
+    default_backend {self.backend}
 
-backend be
+backend {self.backend}
     balance roundrobin
 {f"    option httpchk GET {self.check_path}" if self.checks else ""}
-{servers}
+{via}{servers}
 """
 
 

@@ -27,36 +27,9 @@ from pathlib import Path
 
 from nfvha.verify.deploy.keepalived import NODES, VrrpPair
 from nfvha.verify.deploy.pacemaker import PacemakerCluster
+from nfvha.verify.haproxy import HaproxyConfig
 
 APP_PORT = 9000
-
-HAPROXY_CFG = """global
-    log stdout format raw local0 info
-    maxconn 2000
-
-defaults
-    mode http
-    log global
-    option dontlog-normal
-    timeout connect 500ms
-    timeout client 10s
-    timeout server 10s
-    timeout check 500ms
-    retries 3
-    option redispatch 1
-
-frontend fe
-    bind 0.0.0.0:{port}
-    no log
-    default_backend api
-
-backend api
-    balance roundrobin
-    option httpchk GET /
-    http-response set-header X-Served-By "%[res.hdr(X-Served-By)] via lb node-{node}"
-{servers}
-"""
-
 
 def available() -> str | None:
     for tool in ("/usr/sbin/haproxy", "/usr/sbin/keepalived"):
@@ -86,11 +59,11 @@ class LbPair(VrrpPair):
 
     def _write_files(self, node: str) -> None:
         super()._write_files(node)
-        servers = "\n".join(
-            f"    server api-{n} {self.lan.addr[n]}:{APP_PORT} check inter 100 fall 2 rise 2"
-            for n in NODES)
-        self._path(node, "haproxy.cfg").write_text(
-            HAPROXY_CFG.format(port=self.port, node=node, servers=servers))
+        cfg = HaproxyConfig(self.port, [(f"api-{n}", APP_PORT) for n in NODES],
+                            bind="0.0.0.0", backend="api",
+                            server_host=tuple((f"api-{n}", self.lan.addr[n]) for n in NODES),
+                            served_via=f"lb node-{node}")
+        self._path(node, "haproxy.cfg").write_text(cfg.render())
         if not self.tracking:
             conf = self._path(node, "keepalived.conf")
             text = conf.read_text()
