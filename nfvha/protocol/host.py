@@ -51,7 +51,8 @@ Rules that bind this file:
   host-side condition: no fault, no recovery), as is one that needed
   extensions ``starved_after`` challenges in a row; one that ran more, the
   caller's lateness and host-wide pressure never make ``Starved`` (a hung
-  guest on a busy host is still declared, at the bound).
+  guest on a busy host is still declared, at the bound; on host-wide
+  pressure alone the bound is one interval).
 - An unhealthy answer -> Fault ``unhealthy`` once per
   healthy->unhealthy transition, whatever its corrective action (the
   controller decides which sinks act on "none"). exit -> disabled, no
@@ -83,6 +84,9 @@ RTT_SAMPLES_BEFORE_ADAPTING = 3
 # The host held a guest back when it waited for a CPU at least this share of
 # a window of evidence: its deadline is extended (up to max_extension_ms).
 STARVED_MIN_WAIT = 0.2
+# The same from the host's CPU pressure (someone waited, not necessarily the
+# guest): only a host busy most of the window counts.
+PRESSURE_MIN_WAIT = 0.5
 # At that bound it is Starved (no fault) only if it also ran less than this
 # share of the whole extension: a guest that got CPU time and still did not
 # answer (a hung guest spinning on a busy host) is a miss, however late.
@@ -467,9 +471,15 @@ def _judge(state: HostState, event: Tick, now: float) -> Tuple[HostState, List[O
     # for a CPU now and was when the window opened (one instant alone is noise:
     # an idle VM's threads wake for timers)
     opened = state.baseline[1] if state.baseline is not None else None
-    waited = (last is not None and last[0] >= STARVED_MIN_WAIT) or (
+    least = STARVED_MIN_WAIT if sample is None or sample.own else PRESSURE_MIN_WAIT
+    waited = (last is not None and last[0] >= least) or (
         sample is not None and sample.runnable and opened is not None and opened.runnable)
-    room = state.config.max_extension_ms - state.extended_ms
+    bound = float(state.config.max_extension_ms)
+    if sample is not None and not sample.own:
+        # Only the host's pressure is known, not the guest's: as much slack as
+        # a second missed challenge would give, no more.
+        bound = min(bound, float(state.registration.interval_ms))
+    room = bound - state.extended_ms
     origin = state.origin
     if origin is None:  # where the first window of this challenge opened
         origin = state.baseline if state.baseline is not None else (
@@ -630,12 +640,15 @@ def _response(state: HostState, msg: dict, now: float) -> Tuple[HostState, List[
     srtt, rttvar, count = state.srtt_ms, state.rttvar_ms, state.rtt_count
     if not extended:
         # An answer the host held back measures the host, not the channel: the
-        # deadline must not learn it (a starved guest would look normal).
+        # deadline must not learn it (a starved guest would look normal). One
+        # after a miss may span a hang: learnt as at most twice the deadline,
+        # so a round trip that really grew is still followed, in a few steps.
+        sample = rtt_ms if not state.judged else min(rtt_ms, 2.0 * _rto_ms(state))
         if srtt is None:
-            srtt, rttvar = rtt_ms, rtt_ms / 2.0
+            srtt, rttvar = sample, sample / 2.0
         else:  # RFC 6298, 2.3
-            rttvar = 0.75 * rttvar + 0.25 * abs(srtt - rtt_ms)
-            srtt = 0.875 * srtt + 0.125 * rtt_ms
+            rttvar = 0.75 * rttvar + 0.25 * abs(srtt - sample)
+            srtt = 0.875 * srtt + 0.125 * sample
         count += 1
     streak = state.streak + 1
     state = _evolve(
