@@ -107,7 +107,7 @@ async def test_masakari_gets_a_vm_notification_it_acts_on():
     assert note == f"notification_uuid {m.notifications[0]['notification_uuid']}"
 
 
-async def test_masakari_400_and_409_are_final_5xx_is_retried():
+async def test_masakari_400_and_409_are_final_5xx_is_retried_a_duplicate_is_delivered():
     async with MasakariStandin() as m:
         rep = MasakariReporter(lambda: masakari_conn(m.url))  # lazily connected
         try:
@@ -115,8 +115,14 @@ async def test_masakari_400_and_409_are_final_5xx_is_retried():
             with pytest.raises(Retry, match="HTTP 503"):
                 await rep.deliver(dict(EVENT))
             await rep.deliver(dict(EVENT))
-            with pytest.raises(Reject, match="HTTP 409"):  # same notification again
-                await rep.deliver(dict(EVENT))
+            # the same notification again: Masakari has it already (its 409 says so)
+            note = await rep.deliver(dict(EVENT))
+            assert note is not None and note.startswith("duplicate")
+            m.fail_next(1, 409, {"conflictingRequest": {"code": 409, "message": (
+                "Notification received from host c1 of type VM is ignored as the host "
+                "is already under maintenance.")}})
+            with pytest.raises(Reject, match="HTTP 409"):
+                await rep.deliver({**EVENT, "instance_uuid": "other"})
             m.fail_next(1, 400, {"badRequest": {"code": 400, "message": "bad"}})
             with pytest.raises(Reject, match="HTTP 400"):
                 await rep.deliver({**EVENT, "instance_uuid": "other"})

@@ -62,10 +62,11 @@ class MasakariStandin(Standin):
             for prior in self.notifications:
                 if (prior["type"], prior["hostname"], prior["payload"]) == (
                         n["type"], n["hostname"], n["payload"]) and prior["status"] == "new":
+                    # the real Masakari's words (its duplicate check), which
+                    # the sink reads to tell a duplicate from a refusal
                     return JSONResponse({"conflictingRequest": {
                         "code": 409, "message": "Notification received from host "
-                        f"{n['hostname']} of type '{n['type']}' is ignored as it is "
-                        "already being processed."}}, 409)
+                        f"{n['hostname']} of type {n['type']} is duplicate."}}, 409)
             now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")
             created = {"id": len(self.notifications) + 1,
                        "notification_uuid": str(uuid.uuid4()), "type": n["type"],
