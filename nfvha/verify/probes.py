@@ -341,6 +341,18 @@ async def wait_until(pred: Callable[[], Awaitable[bool]], timeout: float,
     return False
 
 
+async def warm_up(probe: Probe, need: int = 10, timeout: float = 10.0,
+                  step: float = 0.01) -> None:
+    """The probe succeeds `need` times in a row (or `timeout` passes) before a
+    scenario's baseline starts: ARP, bridge learning, the service's first
+    accept are not counted as an outage."""
+    end = time.monotonic() + timeout
+    row = 0
+    while row < need and time.monotonic() < end:
+        row = row + 1 if (await probe.once()).ok else 0
+        await asyncio.sleep(step)
+
+
 def env_interval(default: float) -> float:
     """Probe period override for slow machines: NFVHA_VERIFY_INTERVAL_MS."""
     v = os.environ.get("NFVHA_VERIFY_INTERVAL_MS")

@@ -160,16 +160,27 @@ def failover(r: Record, m: Measurement, sal: Sal) -> tuple:
                 f"({sal.name} recovery ≤ {sal.recovery_ms:.0f} ms)")
 
 
-def cm_detects(r: Record, m: Measurement, sal: Sal) -> tuple:
-    """Req 5.4.7: the master's failure was seen (keepalived's track / Pacemaker's monitor)."""
+def detection(r: Record, m: Measurement, sal: Sal, *, never: str, no_cm: str = "",
+              sep: str = " ") -> tuple:
+    """Req 5.4.7 where the first `detected` event after the fault is the
+    detection and Pacemaker's failed monitor (`cm_detected`) is cited beside
+    it: `never` is the why when nothing was detected, `no_cm` what is said
+    when Pacemaker's monitor did not fail, `sep` stands between the event
+    and the time."""
     det = r.first("detected", after=r.fault_at or 0.0)
     cm = r.first("cm_detected", after=r.fault_at or 0.0)
-    also = "" if cm is None else f"; Pacemaker's monitor failed at {_ms(_since_fault(r, cm.t))}"
+    also = no_cm if cm is None else \
+        f"; Pacemaker's monitor failed at {_ms(_since_fault(r, cm.t))}"
     if det is None:
-        return False, "the master never gave up the VIP or left MASTER" + also
+        return False, never + also
     return sal.detection_ok(m.detection_ms), (
-        f"{det.detail} {_ms(m.detection_ms)} after the kill ({sal.name} needs < "
+        f"{det.detail}{sep}{_ms(m.detection_ms)} after the kill ({sal.name} needs < "
         f"{sal.detection_ms:.0f} ms){also}")
+
+
+def cm_detects(r: Record, m: Measurement, sal: Sal) -> tuple:
+    """Req 5.4.7: the master's failure was seen (keepalived's track / Pacemaker's monitor)."""
+    return detection(r, m, sal, never="the master never gave up the VIP or left MASTER")
 
 
 def mq_subscribed(r: Record, m: Measurement, sal: Sal) -> tuple:
@@ -214,6 +225,17 @@ CHECKS: Dict[str, Check] = {
     "cm_detects": cm_detects,
     "mq_subscribed": mq_subscribed,
 }
+
+
+def judge_each(model: Model, checks: Dict[str, Check], r: Record, m: Measurement,
+               sal: Sal) -> List[Verdict]:
+    """For a scenario that judges its own list: requirement id → its check."""
+    out = []
+    for rid, check in checks.items():
+        model.requirements[rid]            # the model knows it (KeyError otherwise)
+        ok, why = check(r, m, sal)
+        out.append(Verdict(rid, "pass" if ok else "fail", why))
+    return out
 
 
 def judge(model: Model, scenario: str, r: Record, m: Measurement, sal: Sal,

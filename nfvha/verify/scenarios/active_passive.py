@@ -16,16 +16,18 @@ alerts for the killed service.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Optional
 
 from ..attackers import KillProcess
 from ..engine import Phases, Plan, execute
 from ..metrics import Measurement
-from ..probes import HttpProbe, NamespaceSockets
+from ..probes import HttpProbe, NamespaceSockets, warm_up
 from ..restarters import watch_alerts
 from ..timeline import Record
 
@@ -40,25 +42,64 @@ async def run(cluster, note: Optional[str] = None, *, net: int = 7,
     record = Record(NAME, time.monotonic())
     workdir = Path(tempfile.mkdtemp(prefix="nfvha-vrrp-"))
     pair = keepalived.VrrpPair(workdir, cluster, advert_int=0.1, net=net)
-    record.facts.update({
+    record.facts.update(pair_facts(
+        cluster, note,
+        vrrp="keepalived VRRP v3, advert_int 0.1 s, nopreempt, vrrp_track_process"))
+    async with running_pair(pair, workdir, record, cluster, victim="node {}") as started:
+        plan = Plan(NAME, [(started.http, None)],
+                    KillProcess(lambda: pair.service_pid(started.master)),
+                    watchers=started.watchers, done=lambda r: r.first("instance_back") is not None)
+        m = await execute(plan, record, phases)
+    return record, m
+
+
+# ------------------------------------------------ a keepalived pair's scenario set-up
+def pair_facts(cluster, note: Optional[str], **extra: str) -> Dict[str, Any]:
+    """The record's facts about a keepalived pair's cluster manager; `extra`
+    (the deployment's own) follow in their order, the note last."""
+    facts: Dict[str, Any] = {
         "cluster_manager": "Pacemaker" if cluster is not None else "none",
         "cluster_monitor": "ocf:heartbeat:anything, monitor every 100 ms",
-        "vrrp": "keepalived VRRP v3, advert_int 0.1 s, nopreempt, vrrp_track_process",
-    })
+        **extra,
+    }
     if note:
-        record.facts["cluster_manager_note"] = note
+        facts["cluster_manager_note"] = note
+    return facts
+
+
+Watcher = Callable[[asyncio.Event], Awaitable[None]]
+
+
+@dataclasses.dataclass
+class PairRun:
+    """What a scenario on a started keepalived pair plans with."""
+
+    master: str
+    backup: str
+    http: HttpProbe                 # GET VIP:port from the client namespace every 10 ms
+    watchers: List[Watcher]         # keepalived's events, Pacemaker's alerts on the master
+
+
+@contextlib.asynccontextmanager
+async def running_pair(pair, workdir: Path, record: Record, cluster,
+                       victim: str) -> AsyncIterator[PairRun]:
+    """Starts a `VrrpPair` (or a subclass: `LbPair`), waits for its master,
+    notes who is who (`victim`: a format of the master's name), warms the
+    client's HTTP probe up through the VIP and gives the watchers; at the
+    end the probe's sockets are closed, the pair stopped and `workdir` gone."""
     closers: list = []
     try:
         await asyncio.to_thread(pair.start)
         master = await asyncio.to_thread(pair.wait_master, 15)
         backup = pair.other(master)
-        record.facts.update({"victim": f"node {master}", "master": master, "backup": backup,
-                             "vip": pair.vip, "instances": [f"node {n}" for n in ("a", "b")]})
+        record.facts.update({"victim": victim.format(master), "master": master,
+                             "backup": backup, "vip": pair.vip,
+                             "instances": [f"node {n}" for n in ("a", "b")]})
         sockets = NamespaceSockets(pair.lan.client.name)
         closers.append(sockets.close)
         http = HttpProbe(pair.vip, pair.port, interval=0.01, timeout=1.0, name="http",
                          sock_factory=sockets, open_loop=True)
-        await _warm_up(http)
+        await warm_up(http)
 
         async def watch_vrrp(stop: asyncio.Event) -> None:
             await follow_vrrp(pair, record, master, backup, stop)
@@ -67,26 +108,12 @@ async def run(cluster, note: Optional[str] = None, *, net: int = 7,
             if cluster is not None:
                 await watch_alerts(cluster, record, pair.resource(master, "service"), stop)
 
-        plan = Plan(NAME, [(http, None)], KillProcess(lambda: pair.service_pid(master)),
-                    watchers=[watch_vrrp, watch_cluster],
-                    done=lambda r: r.first("instance_back") is not None)
-        m = await execute(plan, record, phases)
+        yield PairRun(master, backup, http, [watch_vrrp, watch_cluster])
     finally:
         for c in closers:
             c()
         await asyncio.to_thread(pair.stop)
         shutil.rmtree(workdir, ignore_errors=True)
-    return record, m
-
-
-async def _warm_up(probe: HttpProbe, need: int = 10, timeout: float = 10.0) -> None:
-    """The VIP answers `need` times in a row before the baseline starts (ARP,
-    bridge learning, the service's first accept)."""
-    end = time.monotonic() + timeout
-    row = 0
-    while row < need and time.monotonic() < end:
-        row = row + 1 if (await probe.once()).ok else 0
-        await asyncio.sleep(0.01)
 
 
 async def follow_vrrp(pair, record: Record, master: str, backup: str,

@@ -54,7 +54,15 @@ from ..probes import ProcessProbe
 from ..restarters import watch_alerts
 from ..sal import Sal
 from ..timeline import Record, Sample
-from ..verdicts import Verdict, _ms, _since_fault, alarm_reported, cluster_recovers
+from ..verdicts import (
+    Verdict,
+    _ms,
+    _since_fault,
+    alarm_reported,
+    cluster_recovers,
+    detection,
+    judge_each,
+)
 
 NAME = "broker"
 BROKEN = "broker-classic"
@@ -282,15 +290,8 @@ def takeover(r: Record, m: Measurement, sal: Sal) -> tuple:
 
 def broker_detects(r: Record, m: Measurement, sal: Sal) -> tuple:
     """Req 5.4.7: the failure was seen (the cluster's peers, Pacemaker's monitor)."""
-    det = r.first("detected", after=r.fault_at or 0.0)
-    cm = r.first("cm_detected", after=r.fault_at or 0.0)
-    also = ("; Pacemaker's monitor did not fail" if cm is None else
-            f"; Pacemaker's monitor failed at {_ms(_since_fault(r, cm.t))}")
-    if det is None:
-        return False, "no surviving node reported the victim down" + also
-    return sal.detection_ok(m.detection_ms), (
-        f"{det.detail} — {_ms(m.detection_ms)} after the kill ({sal.name} needs < "
-        f"{sal.detection_ms:.0f} ms){also}")
+    return detection(r, m, sal, never="no surviving node reported the victim down",
+                     no_cm="; Pacemaker's monitor did not fail", sep=" — ")
 
 
 def consumers_go_on(r: Record, m: Measurement, sal: Sal) -> tuple:
@@ -315,9 +316,4 @@ CHECKS = {
 
 
 def judge(model: Model, r: Record, m: Measurement, sal: Sal) -> List[Verdict]:
-    out = []
-    for rid, check in CHECKS.items():
-        model.requirements[rid]            # the model knows it (KeyError otherwise)
-        ok, why = check(r, m, sal)
-        out.append(Verdict(rid, "pass" if ok else "fail", why))
-    return out
+    return judge_each(model, CHECKS, r, m, sal)

@@ -30,13 +30,13 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..attackers import KillProcess
-from ..engine import Phases, Plan, execute
+from ..engine import Phases, Plan, execute, free_port
 from ..metrics import Measurement, measure
 from ..model import Model
-from ..probes import HttpProbe, NamespaceSockets
+from ..probes import HttpProbe, NamespaceSockets, pid_alive, warm_up
 from ..sal import Sal
 from ..timeline import Record
-from ..verdicts import Verdict, _ms, _since_fault, alarm_reported
+from ..verdicts import Verdict, _ms, _since_fault, alarm_reported, judge_each
 
 NAME = "cluster-manager"
 
@@ -77,7 +77,7 @@ async def run(opts: Optional[Options] = None, cluster=None) -> tuple[Record, Mea
             await asyncio.to_thread(c.start)
         if opts.fencing:
             await asyncio.to_thread(c.enable_fencing)
-        port = _free_port()
+        port = free_port()
         n1 = c.nodes[0]
         rsc = f"api-{os.getpid() % 10000}-{port}"
         await asyncio.to_thread(
@@ -91,7 +91,7 @@ async def run(opts: Optional[Options] = None, cluster=None) -> tuple[Record, Mea
         http = HttpProbe("127.0.0.1", port, interval=0.01, timeout=0.5, name="http",
                          sock_factory=sockets, open_loop=True)
         try:
-            await _warm_up(http)
+            await warm_up(http, need=5, timeout=15.0, step=0.02)
             survivors = c.nodes[1:]
 
             async def watch(stop: asyncio.Event) -> None:
@@ -106,7 +106,7 @@ async def run(opts: Optional[Options] = None, cluster=None) -> tuple[Record, Mea
         where = await asyncio.to_thread(c.located, rsc, 2)
         record.facts.update({
             "resource_located": where,
-            "old_copy_alive": _alive(old),
+            "old_copy_alive": pid_alive(old),
             "copies_running": _copies(port),
         })
         m = measure(record)
@@ -117,29 +117,6 @@ async def run(opts: Optional[Options] = None, cluster=None) -> tuple[Record, Mea
             await asyncio.to_thread(c.stop)
         shutil.rmtree(workdir, ignore_errors=True)
     return record, m
-
-
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-async def _warm_up(probe: HttpProbe, timeout: float = 15.0) -> None:
-    end = time.monotonic() + timeout
-    row = 0
-    while row < 5 and time.monotonic() < end:
-        row = row + 1 if (await probe.once()).ok else 0
-        await asyncio.sleep(0.02)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _copies(port: int) -> int:
@@ -153,7 +130,7 @@ def _copies(port: int) -> int:
                 argv = f.read().split(b"\0")
         except OSError:
             continue
-        if b"nfvha.verify.backend" in argv and str(port).encode() in argv and _alive(int(d)):
+        if b"nfvha.verify.backend" in argv and str(port).encode() in argv and pid_alive(int(d)):
             n += 1
     return n
 
@@ -270,9 +247,4 @@ CHECKS = {
 
 
 def judge(model: Model, r: Record, m: Measurement, sal: Sal) -> List[Verdict]:
-    out = []
-    for rid, check in CHECKS.items():
-        model.requirements[rid]
-        ok, why = check(r, m, sal)
-        out.append(Verdict(rid, "pass" if ok else "fail", why))
-    return out
+    return judge_each(model, CHECKS, r, m, sal)

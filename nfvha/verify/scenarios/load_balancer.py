@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -36,13 +35,11 @@ from ..attackers import KillProcess
 from ..engine import Phases, Plan, execute
 from ..metrics import Measurement, measure
 from ..model import Model
-from ..probes import HttpProbe, NamespaceSockets
-from ..restarters import watch_alerts
 from ..sal import Sal
 from ..timeline import Record
 from ..verdicts import Verdict
 from ..verdicts import judge as judge_model
-from .active_passive import _warm_up, follow_vrrp
+from .active_passive import pair_facts, running_pair
 
 NAME = "load-balancer"
 
@@ -72,54 +69,26 @@ async def run(cluster, note: Optional[str] = None, opts: Optional[Options] = Non
     record = Record(NAME if opts.track else f"{NAME}-notrack", time.monotonic())
     workdir = Path(tempfile.mkdtemp(prefix="nfvha-lb-"))
     pair = LbPair(workdir, cluster, advert_int=0.1, net=opts.net, track=opts.track)
-    record.facts.update({
-        "cluster_manager": "Pacemaker" if cluster is not None else "none",
-        "cluster_monitor": "ocf:heartbeat:anything, monitor every 100 ms",
-        "load_balancers": "HAProxy 2.6 (Debian) on nodes a and b, :8080, health checks "
-                          "inter 100 fall 2 rise 2 over one API instance per node",
-        "vrrp": "keepalived VRRP v3, advert_int 0.1 s, nopreempt, "
-                + ("vrrp_track_process on HAProxy" if opts.track else "NO tracking of HAProxy"),
-    })
-    if note:
-        record.facts["cluster_manager_note"] = note
-    closers: list = []
-    try:
-        await asyncio.to_thread(pair.start)
-        master = await asyncio.to_thread(pair.wait_master, 15)
-        backup = pair.other(master)
-        record.facts.update({"victim": f"HAProxy on node {master}", "master": master,
-                             "backup": backup, "vip": pair.vip,
-                             "instances": [f"node {n}" for n in ("a", "b")]})
-        sockets = NamespaceSockets(pair.lan.client.name)
-        closers.append(sockets.close)
-        http = HttpProbe(pair.vip, pair.port, interval=0.01, timeout=1.0, name="http",
-                         sock_factory=sockets, open_loop=True)
-        await _warm_up(http)
-
-        async def watch_vrrp(stop: asyncio.Event) -> None:
-            await follow_vrrp(pair, record, master, backup, stop)
-
-        async def watch_cluster(stop: asyncio.Event) -> None:
-            if cluster is not None:
-                await watch_alerts(cluster, record, pair.resource(master, "service"), stop)
+    record.facts.update(pair_facts(
+        cluster, note,
+        load_balancers="HAProxy 2.6 (Debian) on nodes a and b, :8080, health checks "
+                       "inter 100 fall 2 rise 2 over one API instance per node",
+        vrrp="keepalived VRRP v3, advert_int 0.1 s, nopreempt, "
+             + ("vrrp_track_process on HAProxy" if opts.track else "NO tracking of HAProxy")))
+    async with running_pair(pair, workdir, record, cluster, victim="HAProxy on node {}") as started:
 
         async def watch_served(stop: asyncio.Event) -> None:
-            await _follow_restarted_master(record, master, stop)
+            await _follow_restarted_master(record, started.master, stop)
 
-        plan = Plan(record.scenario, [(http, None)],
-                    KillProcess(lambda: pair.haproxy_pid(master)),
-                    watchers=[watch_vrrp, watch_cluster, watch_served],
+        plan = Plan(record.scenario, [(started.http, None)],
+                    KillProcess(lambda: pair.haproxy_pid(started.master)),
+                    watchers=[*started.watchers, watch_served],
                     done=lambda r: r.first("instance_back") is not None)
         await execute(plan, record, phases)
         cm = record.first("cm_detected")
         if cm is not None:
             record.mark("alarm", cm.t, "Pacemaker alert (failed action): " + cm.detail)
         m = measure(record)
-    finally:
-        for c in closers:
-            c()
-        await asyncio.to_thread(pair.stop)
-        shutil.rmtree(workdir, ignore_errors=True)
     return record, m
 
 
