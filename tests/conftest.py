@@ -83,6 +83,48 @@ async def stop_processes(procs, grace: float = 15.0) -> None:
             await p.wait()
 
 
+class RunningController:
+    """A real `nfvha all-in-one` process (the `all_in_one_controller` fixture):
+    `proc` (asyncio process), `url` (http://127.0.0.1:<port>), `log` (its output)."""
+
+    def __init__(self, proc, url: str, log) -> None:
+        self.proc, self.url, self.log = proc, url, log
+
+
+@pytest.fixture
+async def all_in_one_controller(tmp_path, monkeypatch):
+    """`nfvha all-in-one` on a free port with SQLite in tmp_path, answering
+    /healthz (60 s at most, else the test fails with its log's tail); stopped
+    (SIGTERM, SIGKILL after 20 s) after the test unless the test did it."""
+    import asyncio
+    import time
+
+    import httpx
+
+    monkeypatch.setenv("PYTHONUNBUFFERED", "1")     # its log complete when a test reads it
+    port = free_port()
+    (tmp_path / "instances").mkdir()
+    log = tmp_path / "aio.log"
+    proc = await spawn_nfvha(
+        "all-in-one", "--instances-dir", str(tmp_path / "instances"),
+        "--api", f"127.0.0.1:{port}", "--db", f"sqlite:///{tmp_path / 'db.sqlite'}", log=log)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        async with httpx.AsyncClient(base_url=url, timeout=5) as c:
+            while True:
+                try:
+                    if (await c.get("/healthz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                await asyncio.sleep(0.2)
+        yield RunningController(proc, url, log)
+    finally:
+        await stop_processes([proc], grace=20)
+
+
 def require_rabbitmq() -> str:
     """Returns the transport URL of the local RabbitMQ."""
     url = os.environ.get("NFVHA_TEST_TRANSPORT_URL", "rabbit://guest:guest@127.0.0.1:5672/")

@@ -11,13 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
-import time
 
 import httpx
 import pytest
-from conftest import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -53,59 +49,33 @@ def hostile_bodies() -> list[tuple[str, str, bytes, set[int]]]:
     ]
 
 
-async def test_rss_stays_flat_over_1000_hostile_bodies(tmp_path):
-    port = free_port()
-    log = tmp_path / "aio.log"
-    (tmp_path / "instances").mkdir()
-    with open(log, "wb") as out:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "nfvha.cli.main", "all-in-one",
-            "--instances-dir", str(tmp_path / "instances"), "--api", f"127.0.0.1:{port}",
-            "--db", f"sqlite:///{tmp_path / 'db.sqlite'}", stdout=out, stderr=out,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        bodies = hostile_bodies()
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if (await c.get("/healthz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, log.read_text()[-3000:]
-                await asyncio.sleep(0.2)
+async def test_rss_stays_flat_over_1000_hostile_bodies(all_in_one_controller):
+    proc = all_in_one_controller.proc
+    bodies = hostile_bodies()
+    async with httpx.AsyncClient(base_url=all_in_one_controller.url, timeout=30) as c:
 
-            async def send(i: int) -> None:
-                method, path, body, want = bodies[i % len(bodies)]
-                r = await c.request(method, path, content=body,
-                                    headers={"content-type": "application/json"})
-                assert r.status_code in want, (i, path, body[:60], r.status_code, r.text[:300])
-                if r.status_code == 413:  # Starlette's own answer, plain text
-                    assert r.text == "Content Too Large"
-                else:
-                    assert r.json()["detail"], r.text[:300]
+        async def send(i: int) -> None:
+            method, path, body, want = bodies[i % len(bodies)]
+            r = await c.request(method, path, content=body,
+                                headers={"content-type": "application/json"})
+            assert r.status_code in want, (i, path, body[:60], r.status_code, r.text[:300])
+            if r.status_code == 413:  # Starlette's own answer, plain text
+                assert r.text == "Content Too Large"
+            else:
+                assert r.json()["detail"], r.text[:300]
 
-            for i in range(2 * len(bodies)):  # warm up: every path, every error once
+        for i in range(2 * len(bodies)):  # warm up: every path, every error once
+            await send(i)
+        before = rss(proc.pid)
+
+        async def client(k: int) -> None:  # 4 connections: the server stays busy
+            for i in range(k, 1000, 4):
                 await send(i)
-            before = rss(proc.pid)
 
-            async def client(k: int) -> None:  # 4 connections: the server stays busy
-                for i in range(k, 1000, 4):
-                    await send(i)
-
-            await asyncio.gather(*(client(k) for k in range(4)))
-            after = rss(proc.pid)
-            # the controller still works and answers normally
-            ok = await c.put("/v1/server-groups/g1", json={"name": "g", "members": ["a"]})
-            assert ok.status_code == 200, ok.text
-        print(f"RSS {before / 2**20:.1f} MB -> {after / 2**20:.1f} MB over 1000 hostile bodies")
-        assert after - before < LIMIT, (before, after)
-    finally:
-        proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), 20)
-        except asyncio.TimeoutError:
-            proc.kill()
-            await proc.wait()
-    assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
+        await asyncio.gather(*(client(k) for k in range(4)))
+        after = rss(proc.pid)
+        # the controller still works and answers normally
+        ok = await c.put("/v1/server-groups/g1", json={"name": "g", "members": ["a"]})
+        assert ok.status_code == 200, ok.text
+    print(f"RSS {before / 2**20:.1f} MB -> {after / 2**20:.1f} MB over 1000 hostile bodies")
+    assert after - before < LIMIT, (before, after)

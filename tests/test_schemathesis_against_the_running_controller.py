@@ -23,12 +23,10 @@ import os
 import re
 import shutil
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
-from conftest import free_port
+from conftest import stop_processes
 
 pytestmark = pytest.mark.slow
 
@@ -36,54 +34,30 @@ MAX_TIME_S = int(os.environ.get("NFVHA_SCHEMATHESIS_MAX_TIME", "30"))
 SEED = os.environ.get("NFVHA_SCHEMATHESIS_SEED", "20261202")
 
 
-async def test_the_api_keeps_to_its_openapi_document(tmp_path: Path) -> None:
+async def test_the_api_keeps_to_its_openapi_document(tmp_path: Path,
+                                                     all_in_one_controller) -> None:
     cli = Path(sys.executable).parent / "schemathesis"
     if not cli.exists():
         cli = Path(shutil.which("schemathesis") or cli)
     assert cli.exists(), "schemathesis is in the dev extra: pip install -e '.[dev]'"
-    port = free_port()
-    (tmp_path / "instances").mkdir()
-    log = tmp_path / "aio.log"
-    with open(log, "wb") as out:
-        ctl = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "nfvha.cli.main", "all-in-one",
-            "--instances-dir", str(tmp_path / "instances"), "--api", f"127.0.0.1:{port}",
-            "--db", f"sqlite:///{tmp_path / 'db.sqlite'}", stdout=out, stderr=out)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        async with httpx.AsyncClient(base_url=base, timeout=5) as c:
-            while True:
-                try:
-                    if (await c.get("/healthz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, log.read_text()[-3000:]
-                await asyncio.sleep(0.2)
-        run = await asyncio.create_subprocess_exec(
-            str(cli), "run", f"{base}/openapi.json", "--checks", "all",
-            "--exclude-checks", "allow_header_conformance", "--max-time", str(MAX_TIME_S),
-            "--seed", SEED, "-w", "2", "--no-color", "--generation-database", "none",
-            "--report-dir", str(tmp_path / "report"),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=tmp_path)
-        out_b, _ = await asyncio.wait_for(run.communicate(), MAX_TIME_S + 120)
-        out_s = out_b.decode(errors="replace")
-        print(out_s[-3000:])
-        summary = out_s[out_s.rfind("SUMMARY"):]
-        assert "SUMMARY" in out_s and "Failures:" not in summary, out_s[-6000:]
-        if run.returncode != 0:  # only the tool's own crash described above
-            errors = re.findall(r"(\w[\w ]*Error): (\d+)", summary)
-            tool_bug = out_s.count("SystemError: AST constructor recursion depth mismatch")
-            assert errors and all(kind == "Runtime Error" for kind, _ in errors), summary
-            assert sum(int(n) for _, n in errors) <= tool_bug, out_s[-6000:]
-        assert re.search(r"\d+ generated, \d+ passed", summary), summary
-    finally:
-        ctl.terminate()
-        try:
-            await asyncio.wait_for(ctl.wait(), 20)
-        except asyncio.TimeoutError:
-            ctl.kill()
-            await ctl.wait()
-    text = log.read_text()
+    base = all_in_one_controller.url
+    run = await asyncio.create_subprocess_exec(
+        str(cli), "run", f"{base}/openapi.json", "--checks", "all",
+        "--exclude-checks", "allow_header_conformance", "--max-time", str(MAX_TIME_S),
+        "--seed", SEED, "-w", "2", "--no-color", "--generation-database", "none",
+        "--report-dir", str(tmp_path / "report"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=tmp_path)
+    out_b, _ = await asyncio.wait_for(run.communicate(), MAX_TIME_S + 120)
+    out_s = out_b.decode(errors="replace")
+    print(out_s[-3000:])
+    summary = out_s[out_s.rfind("SUMMARY"):]
+    assert "SUMMARY" in out_s and "Failures:" not in summary, out_s[-6000:]
+    if run.returncode != 0:  # only the tool's own crash described above
+        errors = re.findall(r"(\w[\w ]*Error): (\d+)", summary)
+        tool_bug = out_s.count("SystemError: AST constructor recursion depth mismatch")
+        assert errors and all(kind == "Runtime Error" for kind, _ in errors), summary
+        assert sum(int(n) for _, n in errors) <= tool_bug, out_s[-6000:]
+    assert re.search(r"\d+ generated, \d+ passed", summary), summary
+    await stop_processes([all_in_one_controller.proc], grace=20)   # its log complete
+    text = all_in_one_controller.log.read_text()
     assert "Traceback" not in text and "Exception in ASGI" not in text, text[-3000:]
