@@ -18,7 +18,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 PR_SET_CHILD_SUBREAPER = 36
 # what every supervisor waits for: a child's end, and the order to stop
@@ -31,20 +31,23 @@ def prctl(option: int, arg: int) -> None:
         raise OSError(ctypes.get_errno(), f"prctl({option})")
 
 
-def children_of(ppid: int) -> list[int]:
-    """Live (not zombie) children of `ppid`, read from /proc."""
-    out = []
+def proc_stats() -> Iterator[tuple[int, list[str]]]:
+    """(pid, the fields of /proc/<pid>/stat after the command name: state,
+    ppid, ...) of every process; one gone meanwhile is left out."""
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
         try:
             with open(f"/proc/{d}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            continue      # gone meanwhile
-        if int(fields[1]) == ppid and fields[0] != "Z":
-            out.append(int(d))
-    return out
+        except (OSError, IndexError):
+            continue
+        yield int(d), fields
+
+
+def children_of(ppid: int) -> list[int]:
+    """Live (not zombie) children of `ppid`, read from /proc."""
+    return [pid for pid, fields in proc_stats() if int(fields[1]) == ppid and fields[0] != "Z"]
 
 
 class Subreaper:

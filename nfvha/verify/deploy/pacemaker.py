@@ -49,7 +49,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Sequence
 
-from nfvha.subreaper import Subreaper
+from nfvha.subreaper import Subreaper, proc_stats
 from nfvha.verify.deploy import netns
 from nfvha.verify.deploy.procfs import is_zombie, read_pid
 
@@ -652,16 +652,9 @@ def _tree_cpu_seconds(root: int) -> float:
     """CPU time (own + reaped children) of `root` and every descendant."""
     kids: dict[int, list[int]] = {}
     cpu: dict[int, int] = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        kids.setdefault(int(fields[1]), []).append(int(d))
-        cpu[int(d)] = sum(int(x) for x in fields[11:15])   # utime stime cutime cstime
+    for pid, fields in proc_stats():
+        kids.setdefault(int(fields[1]), []).append(pid)
+        cpu[pid] = sum(int(x) for x in fields[11:15])   # utime stime cutime cstime
     total, todo = 0, [root]
     while todo:
         pid = todo.pop()
