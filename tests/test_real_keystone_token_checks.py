@@ -200,3 +200,18 @@ async def test_keystone_down_is_503_and_back_is_served(users: Users, controller)
         r = await http.put("/v1/server-groups/g2", json=GROUP,
                            headers={"X-Auth-Token": second})
         assert r.status_code == 200, r.text
+
+
+async def test_protect_reads_guards_v1_reads_but_not_health_or_metrics(users: Users,
+                                                                        controller) -> None:
+    """[api] protect_reads: a read of /v1 needs a token the real Keystone
+    validates; health, metrics and the dashboard page itself stay open."""
+    app = make_app(controller)
+    protect(app, users.tokens(), protect_reads=True)
+    operator = await users.login("operator")
+    async with _client(app) as http:
+        assert (await http.get("/v1/instances")).status_code == 401
+        assert (await http.get("/v1/instances",
+                               headers={"X-Auth-Token": operator})).status_code == 200
+        for path in ("/healthz", "/metrics", "/dashboard"):
+            assert (await http.get(path)).status_code == 200, path
