@@ -357,7 +357,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     a = ap.parse_args(argv)
     seed = a.seed if a.seed is not None else random.SystemRandom().getrandbits(32)
     names = [n for n in TARGETS if a.only is None or a.only in n]
-    per_target = a.inputs // len(names)
+    per_target = -(-a.inputs // len(names))  # at least --inputs in all
     jobs = []
     for k, name in enumerate(names):
         left, j = per_target, 0
