@@ -11,12 +11,11 @@ from typing import Any
 import httpx
 import pytest
 from recovery_helpers import Rig, fault
-from test_api_keystone_auth import USERS, _login, _tokens
+from test_real_keystone_token_checks import Users
 
 from nfvha.controller.api import make_app
 from nfvha.controller.apiauth import protect
 from nfvha.controller.recovery.policy import Policy
-from nfvha.standins.keystone import KeystoneStandin
 
 
 @pytest.fixture
@@ -102,22 +101,20 @@ async def test_every_recovery_series_exists_at_zero_from_the_start(rig: Rig) -> 
     assert 'nfvha_reports_invalid_total{method="recovery_result"} 0.0' in text
 
 
-async def test_pausing_and_rearming_need_an_admin_token(rig: Rig) -> None:
-    ks = KeystoneStandin(USERS, {}, roles={"viewer": ["reader"]})
-    await ks.start()
-    try:
-        app = make_app(rig.c)
-        protect(app, _tokens(ks))
-        operator, viewer = await _login(ks, "operator"), await _login(ks, "viewer")
-        vm = str(uuid.uuid4())
-        async with _client(app) as http:
-            for path, body in ((f"/v1/instances/{vm}/recovery", {"paused": True}),
-                               (f"/v1/instances/{vm}/recovery/rearm", None)):
-                assert (await http.post(path, json=body)).status_code == 401
-                assert (await http.post(path, json=body,
-                                        headers={"X-Auth-Token": viewer})).status_code == 403
-                ok = await http.post(path, json=body, headers={"X-Auth-Token": operator})
-                assert ok.status_code == 200, ok.text
-            assert (await http.get(f"/v1/instances/{vm}/recovery")).json()["paused"]
-    finally:
-        await ks.stop()
+@pytest.mark.system
+async def test_pausing_and_rearming_need_an_admin_token(rig: Rig, real_keystone) -> None:
+    """Tokens issued and validated by the real Keystone."""
+    users = Users(real_keystone)
+    app = make_app(rig.c)
+    protect(app, users.tokens())
+    operator, viewer = await users.login("operator"), await users.login("viewer")
+    vm = str(uuid.uuid4())
+    async with _client(app) as http:
+        for path, body in ((f"/v1/instances/{vm}/recovery", {"paused": True}),
+                           (f"/v1/instances/{vm}/recovery/rearm", None)):
+            assert (await http.post(path, json=body)).status_code == 401
+            assert (await http.post(path, json=body,
+                                    headers={"X-Auth-Token": viewer})).status_code == 403
+            ok = await http.post(path, json=body, headers={"X-Auth-Token": operator})
+            assert ok.status_code == 200, ok.text
+        assert (await http.get(f"/v1/instances/{vm}/recovery")).json()["paused"]
