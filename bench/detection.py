@@ -50,7 +50,7 @@ from _common import StubController, pct  # noqa: E402
 
 from nfvha.bus import make_bus  # noqa: E402
 from nfvha.compute.agent import ComputeAgent  # noqa: E402
-from nfvha.protocol.host import HostConfig  # noqa: E402
+from nfvha.protocol.host import RTT_SAMPLES_BEFORE_ADAPTING, HostConfig  # noqa: E402
 
 
 class Watch:
@@ -199,6 +199,9 @@ async def measure(interval_ms: int, samples: int, guests: int, simulated: bool,
         await agent.start()
         if not await watch.wait(lambda: all(watch.phase.get(u) == "enabled" for u in uuids), 30):
             raise RuntimeError("guests did not register within 30 s")
+        # Steady state: the response deadline adapts after a few answers (until
+        # then it is the interval, as right after any registration).
+        await asyncio.sleep((RTT_SAMPLES_BEFORE_ADAPTING + 2) * interval_ms / 1000.0)
         limit = (threshold + 3) * interval_ms / 1000.0 + 2.0
         i = 0
         while len(detections) + missed < samples:
