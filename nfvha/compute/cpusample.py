@@ -64,7 +64,8 @@ def process_sample(pid: int) -> CpuSample | None:
             run += int(fields[0])
             wait += int(fields[1])
         # "pid (comm) S ...": comm may hold spaces and parentheses
-        runnable = runnable or stat[stat.rfind(b")") + 2:stat.rfind(b")") + 3] == b"R"
+        state_at = stat.rfind(b")") + 2
+        runnable = runnable or stat[state_at:state_at + 1] == b"R"
     return CpuSample(run, wait, own=True, runnable=runnable)
 
 

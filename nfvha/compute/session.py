@@ -115,6 +115,7 @@ class InstanceSession(GuestChannel):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        self._fd = -1  # closed: the number may soon name another guest's socket
         self._cancel_timer()
         self._reads.cancel()
         if self.closing:

@@ -293,12 +293,6 @@ class Store:
             ).values(owner=owner, lease_until=until))
         return self.pending_deliveries(owner=owner)
 
-    def renew_leases(self, owner: str, lease_until: datetime) -> int:
-        with self.engine.begin() as conn:
-            return conn.execute(update(deliveries).where(
-                deliveries.c.status == PENDING, deliveries.c.owner == owner,
-            ).values(lease_until=to_db(lease_until))).rowcount
-
     def confirm_lease(self, event_id: str, sink: str, owner: str, lease_s: float) -> bool:
         """Right before a delivery attempt: renew our lease on it, or learn that
         it is no longer ours (another controller took it over while we were
