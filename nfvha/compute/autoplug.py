@@ -11,10 +11,14 @@ finds the port appear and registers without a restart.
 
 Nova rebuilds the domain's XML on a hard reboot, stop/start, resize and
 migration, which drops a hot-plugged channel: so this runs on every start,
-not once. A domain without a virtio-serial controller cannot take a
-channel while it runs (QEMU cannot hot-plug the controller); Nova adds one
-when an image asks for any channel (``hw_qemu_guest_agent=yes``): the log
-says so, once per domain start.
+not once. It runs once per start (libvirt's domain id tells the runs
+apart): a channel the operator detaches (``nfvha detach``) stays detached
+until the domain next starts, instead of coming back at the next read.
+
+A domain without a virtio-serial controller cannot take a channel while
+it runs (QEMU cannot hot-plug the controller); Nova adds one when an image
+asks for any channel (``hw_qemu_guest_agent=yes``): the log says so, once
+per domain start.
 """
 from __future__ import annotations
 
@@ -30,6 +34,8 @@ from nfvha.compute.flavor import ChannelRequests
 
 LOG = logging.getLogger(__name__)
 
+_HANDLED_MAX = 4096
+
 
 class Autoplug:
     def __init__(self, requests: ChannelRequests, uri: str, channels_dir: str | Path, *,
@@ -41,6 +47,7 @@ class Autoplug:
         self._conn: Any = None
         self._busy: set[str] = set()      # domains being looked up or plugged
         self._refused: set[str] = set()   # domains told of once: cannot plug
+        self._handled: dict[str, int | None] = {}  # uuid -> the run already handled
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
@@ -66,6 +73,8 @@ class Autoplug:
             return
         if info.uuid in self._busy:
             return
+        if info.uuid in self._handled and self._handled[info.uuid] == info.run_id:
+            return  # this run was handled: what is missing now was taken away on purpose
         self._busy.add(info.uuid)
         task = self._loop.create_task(self._handle(info), name=f"autoplug {info.name}")
         self._tasks.add(task)
@@ -84,17 +93,20 @@ class Autoplug:
                        if want and p not in info.ports]
             if not missing:
                 self.counters["not_asked"] += 1
+                self._remember(info)
                 return
             if not info.virtio_serial:
                 self._refuse(info, "it has no virtio-serial controller, and QEMU cannot "
                                    "hot-plug one (give its image hw_qemu_guest_agent=yes, so "
                                    "that Nova adds the controller)")
+                self._remember(info)
                 return
             try:
                 result = await asyncio.to_thread(self._attach, info, wanted.messaging)
             except hotplug.HotplugError as exc:
-                self._refuse(info, str(exc))
+                self._refuse(info, str(exc))  # tried again at the domain's next read
                 return
+            self._remember(info)
             if result.changed:
                 self.counters["attached"] += 1
                 LOG.info("instance %s (%s): its flavor asks for nfvha: %s", info.name,
@@ -106,6 +118,12 @@ class Autoplug:
                           info.uuid)
         finally:
             self._busy.discard(info.uuid)
+
+    def _remember(self, info: domain_xml.DomainInfo) -> None:
+        self._handled.pop(info.uuid, None)
+        self._handled[info.uuid] = info.run_id
+        if len(self._handled) > _HANDLED_MAX:  # domains long deleted: forget the oldest
+            del self._handled[next(iter(self._handled))]
 
     def _refuse(self, info: domain_xml.DomainInfo, why: str) -> None:
         self.counters["refused"] += 1

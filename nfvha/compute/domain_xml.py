@@ -64,6 +64,7 @@ class DomainInfo:
     nova: NovaMeta | None = None
     problems: tuple[str, ...] = field(default=())
     ports: frozenset[str] = frozenset()        # every virtio port name, usable or not
+    run_id: int | None = None                  # libvirt's id of this run (live XML only)
 
     def channel(self, kind: str) -> Channel | None:
         for ch in self.channels:
@@ -121,7 +122,16 @@ def parse_domain(xml: str | bytes) -> DomainInfo:
             channels.append(ch)
     return DomainInfo(name=name, uuid=uuid, channels=tuple(channels),
                       virtio_serial=virtio_serial, nova=_nova(root), problems=tuple(problems),
-                      ports=frozenset(ports))
+                      ports=frozenset(ports), run_id=_run_id(root))
+
+
+def _run_id(root: ET.Element) -> int | None:
+    # libvirtd numbers each start of a domain anew; the inactive XML has none
+    raw = root.get("id")
+    try:
+        return int(raw) if raw is not None else None
+    except ValueError:
+        return None
 
 
 def channel_devices(xml: str, ports: tuple[str, ...] | frozenset[str]) \
