@@ -22,7 +22,7 @@ demo: setup
 	$(VENV)/bin/nfvha demo
 
 test: setup
-	$(VENV)/bin/pytest -q -ra
+	$(VENV)/bin/pytest -q -ra --durations=25
 
 bench: setup
 	$(PY) bench/run.py
