@@ -257,6 +257,13 @@ async def start_stack(conf: cfg.ConfigOpts, *, controller: bool, compute: bool,
                 spool_dir=_spool_dir(conf, host or conf.host, instances_dir or hb.instances_dir),
                 source=build_source(conf), **messaging_options(conf))
             await stack.compute.start()
+        # [hosts] / [compute] management_address: a dead host told from a dead agent
+        from nfvha.controller import hostfailure
+
+        if stack.compute is not None:
+            stack.compute.management_address = conf.compute.management_address
+        if stack.controller is not None:
+            stack.controller.host_failure = hostfailure.build(conf, stack.controller)
     except BaseException:
         await stack.stop()
         raise

@@ -353,13 +353,19 @@ class ComputeAgent:
             count, digest = self.digest()
             self._cast("sync", host=self.host, count=count, digest=digest)
 
+    # This host's management address ([compute] management_address): the
+    # controllers probe it to tell a dead host from a dead agent. "": none.
+    management_address: str = ""
+
     async def _report_loop(self) -> None:
         # Runs on the loop that runs the sessions: a hung loop goes silent too.
         while True:
             try:
+                extra = {"management_address": self.management_address} \
+                    if self.management_address else {}  # older controllers take no such word
                 await self.bus.fanout_controller(
                     "alive", host=self.host, agent_started_at=self.started_at,
-                    instances=len(self.sessions), starved=self.starved())
+                    instances=len(self.sessions), starved=self.starved(), **extra)
             except Exception:
                 LOG.exception("alive not sent")
             await asyncio.sleep(self.report_interval_s)

@@ -13,13 +13,15 @@ from nfvha.conf import (
     compute,
     database,
     heartbeat,
+    hosts,
     nova,
     recovery,
     reporters,
     servergroup,
 )
 
-_MODULES = (api, bus, compute, database, heartbeat, nova, recovery, reporters, servergroup)
+_MODULES = (api, bus, compute, database, heartbeat, hosts, nova, recovery, reporters,
+            servergroup)
 
 
 def register(conf: cfg.ConfigOpts) -> None:

@@ -35,6 +35,11 @@ OPTS = [
                  help="How long the 'libvirt' source waits for libvirt to say why an "
                       "enabled guest's heartbeat channel closed (the domain's lifecycle "
                       "event) before the loss stands as channel_lost."),
+    cfg.StrOpt("management_address", default="",
+               help="This host's address on the management network, reported to the "
+                    "controllers in every alive fanout: the address they probe to tell "
+                    "a dead host from a dead agent ([hosts] probe_port). Empty: none "
+                    "reported ([hosts] management_addresses may still name it)."),
 ]
 
 

@@ -89,6 +89,14 @@ class Host(BaseModel):
     starved: list[str] = Field(default_factory=list, description=(
         "its instances whose guests get too little CPU to answer their heartbeat in "
         "time, as its agent last reported them: a host condition, not a VM fault"))
+    host_failure: Optional[str] = Field(default=None, description=(
+        "while its agent is silent, what a second signal says ([hosts]): checking | "
+        "agent_only (the host answers: no VM fault) | host_down (every VM on it "
+        "reported host_down) | held (too many hosts down at once); null: not asked"))
+    host_failure_reason: Optional[str] = Field(default=None, description=(
+        "what the signals said"))
+    management_address: Optional[str] = Field(default=None, description=(
+        "the address its host is probed on"))
 
 
 class Delivery(BaseModel):

@@ -7,7 +7,8 @@ because the agent crashed or hung, the host is down, or the bus is cut.
 That is no VM fault (nothing is sent to Masakari or Nova: evacuating a
 host whose only trouble is our agent would do harm), but an operator must
 know: the controller logs it, exports it (``nfvha_compute_up``) and shows
-it in ``GET /v1/hosts`` and on each instance (``host_state``).
+it in ``GET /v1/hosts`` and on each instance (``host_state``). Whether the
+host itself is down is for a second signal to say (hostfailure.py).
 
 Pure bookkeeping: time comes in as arguments (monotonic for deadlines,
 wall for what is shown), the controller does the I/O.
@@ -38,13 +39,21 @@ class HostRecord:
     # instances whose guests get too little CPU to answer in time (a host
     # condition the agent reports, no VM fault)
     starved: list[str] = dataclasses.field(default_factory=list)
+    # while silent, what the second signal says (hostfailure.py): checking |
+    # agent_only (the host answers) | host_down | held; None: not asked
+    host_failure: Optional[str] = None
+    host_failure_reason: Optional[str] = None
+    management_address: Optional[str] = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"host": self.host, "state": self.state, "since": iso(self.since),
                 "last_seen_at": iso(self.last_seen_at),
                 "agent_started_at": self.agent_started_at,
                 "instances": self.instances, "silences": self.silences,
-                "restarts": self.restarts, "starved": list(self.starved)}
+                "restarts": self.restarts, "starved": list(self.starved),
+                "host_failure": self.host_failure,
+                "host_failure_reason": self.host_failure_reason,
+                "management_address": self.management_address}
 
 
 @dataclasses.dataclass(frozen=True)

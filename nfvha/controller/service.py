@@ -286,17 +286,28 @@ class Controller:
                                                  r.get("health"))
         return {"ok": not errors, "instances": len(records), "errors": errors}
 
+    # Host failure (hostfailure.py): tells a dead host from a dead agent by a
+    # second signal; None: off. Set by the wiring (hostfailure.build).
+    host_failure: Any = None
+
     async def alive(self, host: Any, agent_started_at: Any = None,
-                    instances: Any = None, starved: Any = None) -> dict[str, Any]:
+                    instances: Any = None, starved: Any = None,
+                    management_address: Any = None) -> dict[str, Any]:
         """A compute agent's periodic sign of life (a fanout: every controller
-        hears it), with the instances whose guests it finds starved of CPU."""
+        hears it), with the instances whose guests it finds starved of CPU
+        and the address its host answers on (management network)."""
         if not isinstance(host, str) or not host or len(host) > validate.MAX_HOST \
                 or not _started_at_ok(agent_started_at) \
                 or not isinstance(instances, (int, type(None))) or isinstance(instances, bool) \
-                or not _starved_ok(starved):
+                or not _starved_ok(starved) \
+                or not (management_address is None or (
+                    isinstance(management_address, str) and len(management_address) <= 255
+                    and validate.is_text(management_address))):
             self.metrics.invalid.labels("alive").inc()
-            return {"ok": False, "error": "host, agent_started_at, instances and starved "
-                                          "have the wrong type or size"}
+            return {"ok": False, "error": "host, agent_started_at, instances, starved and "
+                                          "management_address have the wrong type or size"}
+        if self.host_failure is not None:
+            self.host_failure.address_reported(host, management_address)
         self._seen(host, agent_started_at, instances, starved)
         if starved is not None:
             self.metrics.starved.labels(host).set(len(starved))
@@ -336,16 +347,29 @@ class Controller:
                 LOG.info("compute %s reporting", tr.host)
         self._notify({"type": "host", "host": tr.host, "old": tr.old, "state": tr.new,
                       "quiet_s": tr.quiet_s, "restarted": tr.restarted})
+        if self.host_failure is not None and self.hosts is not None:
+            if tr.new == SILENT:  # is the host down too? (a second signal decides)
+                rec = self.hosts.hosts.get(tr.host)
+                episode = (rec.agent_started_at or iso(rec.since) or "") if rec else ""
+                self.host_failure.agent_silent(tr.host, episode)
+            else:
+                self.host_failure.agent_up(tr.host)
 
     async def _hosts_loop(self) -> None:
         assert self.hosts is not None
         # a scan of the hosts is cheap: a silence is flagged within 1/10 of
         # the allowance (at most 0.25 s) after its deadline
         step = min(0.25, self.hosts.down_after_s / 10)
-        while True:
-            await asyncio.sleep(step)
-            for tr in self.hosts.check(time.monotonic(), utcnow()):
-                self._host_changed(tr)
+        try:
+            while True:
+                await asyncio.sleep(step)
+                for tr in self.hosts.check(time.monotonic(), utcnow()):
+                    self._host_changed(tr)
+                if self.host_failure is not None:
+                    self.host_failure.tick()  # rechecks of hosts whose agent stays silent
+        finally:
+            if self.host_failure is not None:  # stop(): no probe outlives the controller
+                await self.host_failure.aclose()
 
     async def ask_computes_to_resync(self) -> None:
         """Called once this controller is on the bus: every compute agent sends

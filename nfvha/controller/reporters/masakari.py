@@ -39,6 +39,7 @@ opposite of what the guest asked for.
 """
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Optional
 
 from nfvha.controller.reporters import Reject, recovery_skip_note
@@ -46,9 +47,15 @@ from nfvha.controller.reporters._openstack import ConnectionSource, SdkSink
 
 
 class MasakariReporter(SdkSink):
-    def __init__(self, conn: ConnectionSource, name: str = "masakari") -> None:
+    def __init__(self, conn: ConnectionSource, name: str = "masakari",
+                 host_status: str = "NORMAL") -> None:
         super().__init__(conn, frozenset({400, 409}))
         self.name = name
+        # what a host_down's COMPUTE_HOST notification says of the host:
+        # Masakari evacuates only on NORMAL (its hostmonitor's word for a host
+        # it found off); UNKNOWN has it record the notification and do nothing
+        self.host_status = host_status
+        self._host_flights: dict[tuple[str, str], asyncio.Future[str]] = {}
 
     @staticmethod
     def notification(event: dict[str, Any]) -> dict[str, Any]:
@@ -63,7 +70,59 @@ class MasakariReporter(SdkSink):
             },
         }
 
+    # --- host_down (controller/hostfailure.py): one COMPUTE_HOST notification per
+    # host, not one per VM. Masakari's host-failure flow evacuates the whole host;
+    # a second notification would start a second flow (its duplicate check is not
+    # atomic, so parallel ones can both pass). The first delivery of a host's
+    # host_down events sends it, the others wait for that answer and share it;
+    # one that comes later (another controller, a retry) gets Masakari's
+    # duplicate or maintenance answer: the host is being recovered either way.
+
+    @staticmethod
+    def host_notification(event: dict[str, Any], host_status: str = "NORMAL"
+                          ) -> dict[str, Any]:
+        return {"type": "COMPUTE_HOST", "hostname": event["host"],
+                "generated_time": event["detected_at"],
+                "payload": {"event": "STOPPED", "host_status": host_status,
+                            "cluster_status": "OFFLINE"}}
+
+    async def _host_down(self, event: dict[str, Any]) -> Optional[str]:
+        key = (event["host"], event["detected_at"])
+        flights = self._host_flights
+        fut = flights.get(key)
+        if fut is not None and not (fut.done() and fut.exception() is not None):
+            return await asyncio.shield(fut)
+        fut = asyncio.get_running_loop().create_future()
+        # a failure nobody waited for is not an "exception never retrieved"
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+        flights[key] = fut
+        while len(flights) > 256:  # old hosts' answers: not needed any more
+            flights.pop(next(iter(flights)))
+        try:
+            created = await self._call(lambda c: c.instance_ha.create_notification(
+                **self.host_notification(event, self.host_status)))
+            uuid = getattr(created, "notification_uuid", None)
+            note = f"COMPUTE_HOST notification_uuid {uuid}"
+        except Reject as exc:
+            text = exc.reason.lower()
+            if exc.reason.startswith("HTTP 409") and ("duplicate" in text
+                                                      or "maintenance" in text):
+                note = f"COMPUTE_HOST: Masakari already recovers the host ({exc.reason})"
+            else:
+                try:
+                    note = self._refused(event["host"], exc)
+                except Exception as final:
+                    fut.set_exception(final)
+                    raise
+        except BaseException as exc:
+            fut.set_exception(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
+            raise
+        fut.set_result(note)
+        return note
+
     async def deliver(self, event: dict[str, Any]) -> Optional[str]:
+        if event.get("kind") == "host_down":
+            return await self._host_down(event)
         skip = recovery_skip_note(event)
         if skip:
             return skip

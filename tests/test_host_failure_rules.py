@@ -1,0 +1,234 @@
+"""A dead host is told from a dead agent (nfvha/controller/hostfailure.py):
+the decision on a fake clock, the TCP probe against real sockets, Nova's
+service list, and the Masakari sink's one COMPUTE_HOST notification per host."""
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import pytest
+
+from nfvha.controller.hostfailure import (
+    AGENT_ONLY,
+    AGENT_UP,
+    CHECKING,
+    DOWN,
+    HELD,
+    HOST_DOWN,
+    UNKNOWN,
+    UP,
+    AgentOnly,
+    Check,
+    Declare,
+    Held,
+    HostDownRules,
+    TcpProbe,
+    host_down_event_id,
+    nova_verdict,
+    tcp_answers,
+)
+
+
+def _check(actions: list) -> Check:
+    [c] = actions
+    assert isinstance(c, Check)
+    return c
+
+
+def test_silent_agent_and_unanswering_host_is_declared_down_once() -> None:
+    r = HostDownRules(recheck_interval_s=5)
+    c = _check(r.silent("c1", "t0", ["probe"], now=10.0))
+    assert r.state("c1") == CHECKING
+    [d] = r.verdict("c1", c.round_id, "probe", DOWN, "no answer", now=10.6)
+    assert isinstance(d, Declare) and (d.host, d.episode) == ("c1", "t0")
+    assert r.state("c1") == HOST_DOWN
+    assert r.due(100.0, lambda h: ["probe"]) == []          # declared: not asked again
+    assert r.silent("c1", "t0", ["probe"], now=101.0) == []  # nor declared twice
+    assert r.up("c1") == HOST_DOWN and r.state("c1") == AGENT_UP
+
+
+def test_a_host_that_answers_is_agent_only_and_checked_again() -> None:
+    r = HostDownRules(recheck_interval_s=5)
+    c = _check(r.silent("c1", "t0", ["probe"], now=0.0))
+    [a] = r.verdict("c1", c.round_id, "probe", UP, "refused", now=0.1)
+    assert isinstance(a, AgentOnly) and r.state("c1") == AGENT_ONLY
+    assert r.due(5.0, lambda h: ["probe"]) == []             # not yet
+    c2 = _check(r.due(5.1, lambda h: ["probe"]))             # the host may die later
+    assert c2.round_id != c.round_id
+    [d] = r.verdict("c1", c2.round_id, "probe", DOWN, "unreachable", now=5.5)
+    assert isinstance(d, Declare)
+
+
+def test_any_signal_saying_up_wins_and_unknown_counts_for_nothing() -> None:
+    r = HostDownRules()
+    c = _check(r.silent("c1", "t0", ["probe", "nova"], now=0.0))
+    assert r.verdict("c1", c.round_id, "nova", DOWN, "nova-compute down", 0.1) == []
+    [a] = r.verdict("c1", c.round_id, "probe", UP, "accepted", 0.2)
+    assert isinstance(a, AgentOnly) and "host answers" in a.why
+
+    r = HostDownRules()
+    c = _check(r.silent("c1", "t0", ["probe", "nova"], now=0.0))
+    r.verdict("c1", c.round_id, "probe", UNKNOWN, "name does not resolve", 0.1)
+    [d] = r.verdict("c1", c.round_id, "nova", DOWN, "nova-compute down", 0.2)
+    assert isinstance(d, Declare) and "nova-compute down" in d.why
+
+    r = HostDownRules()
+    c = _check(r.silent("c1", "t0", ["probe"], now=0.0))
+    [a] = r.verdict("c1", c.round_id, "probe", UNKNOWN, "?", 0.1)
+    assert isinstance(a, AgentOnly) and r.state("c1") == AGENT_ONLY
+
+
+def test_without_a_second_signal_a_silent_host_is_never_down() -> None:
+    r = HostDownRules()
+    [a] = r.silent("c1", "t0", [], now=0.0)
+    assert isinstance(a, AgentOnly) and "no second signal" in a.why
+    assert r.due(1e9, lambda h: []) == []
+
+
+def test_an_agent_back_during_a_check_makes_its_late_verdict_void() -> None:
+    r = HostDownRules()
+    c = _check(r.silent("c1", "t0", ["probe"], now=0.0))
+    assert r.up("c1") == CHECKING
+    assert r.verdict("c1", c.round_id, "probe", DOWN, "late", 1.0) == []
+    assert r.state("c1") == AGENT_UP
+
+
+def test_too_many_hosts_down_at_once_is_held_not_declared() -> None:
+    r = HostDownRules(recheck_interval_s=5, max_down_fraction=0.5)
+    for h in ("a", "b", "c", "d"):
+        r.known(h)
+    ca = _check(r.silent("a", "t", ["probe"], 0.0))
+    cb = _check(r.silent("b", "t", ["probe"], 0.0))
+    cc = _check(r.silent("c", "t", ["probe"], 0.0))
+    assert isinstance(r.verdict("a", ca.round_id, "probe", DOWN, "x", 0.5)[0], Declare)
+    assert isinstance(r.verdict("b", cb.round_id, "probe", DOWN, "x", 0.5)[0], Declare)
+    [held] = r.verdict("c", cc.round_id, "probe", DOWN, "x", 0.5)   # 3 of 4: us, likely
+    assert isinstance(held, Held) and r.state("c") == HELD
+    r.up("a")                                                        # one came back
+    c2 = _check(r.due(5.5, lambda h: ["probe"]))
+    assert isinstance(r.verdict("c", c2.round_id, "probe", DOWN, "x", 6.0)[0], Declare)
+
+
+def test_event_ids_are_the_same_for_every_controller_and_differ_per_vm() -> None:
+    a = host_down_event_id("c1", "2026-12-02T10:00:00+00:00", "vm1")
+    assert a == host_down_event_id("c1", "2026-12-02T10:00:00+00:00", "vm1")
+    assert a != host_down_event_id("c1", "2026-12-02T10:00:00+00:00", "vm2")
+    assert a != host_down_event_id("c1", "2026-12-02T11:00:00+00:00", "vm1")
+
+
+def test_nova_service_list_verdict() -> None:
+    assert nova_verdict("c1", [{"host": "c1", "state": "up"}])[0] == UP
+    assert nova_verdict("c1", [{"host": "c1", "state": "down"}])[0] == DOWN
+    assert nova_verdict("c1", [{"host": "c1", "state": "up", "forced_down": True}])[0] == DOWN
+    assert nova_verdict("c1", [{"host": "c2", "state": "down"}])[0] == UNKNOWN
+    assert nova_verdict("c1", [])[0] == UNKNOWN
+
+
+# --- the probe, real sockets --------------------------------------------------------
+async def test_probe_says_up_for_an_accept_and_for_a_refusal() -> None:
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        assert (await tcp_answers("127.0.0.1", port, 1.0))[0] == UP
+    finally:
+        server.close()
+        await server.wait_closed()
+    verdict, how = await tcp_answers("127.0.0.1", port, 1.0)    # nobody listens now
+    assert verdict == UP and "refused" in how
+
+
+async def test_probe_says_down_when_no_connect_is_answered() -> None:
+    # a listener whose backlog is full answers no SYN: as a host that is gone
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(0)
+    port = lst.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(4):
+            s = socket.socket()
+            s.setblocking(False)
+            try:
+                s.connect(("127.0.0.1", port))
+            except BlockingIOError:
+                pass
+            fillers.append(s)
+        await asyncio.sleep(0.1)
+        verdict, detail = await TcpProbe(port, count=2, interval_s=0.05,
+                                         timeout_s=0.3).check("127.0.0.1")
+        assert verdict == DOWN and "no answer to 2 connects" in detail, detail
+    finally:
+        for s in fillers:
+            s.close()
+        lst.close()
+
+
+async def test_probe_of_a_name_that_does_not_resolve_tells_nothing() -> None:
+    verdict, _ = await TcpProbe(22, count=1, timeout_s=2).check("no-such-host.invalid")
+    assert verdict == UNKNOWN
+
+
+# --- Masakari: one COMPUTE_HOST notification per host ---------------------------------
+class _Created:
+    notification_uuid = "n-1"
+
+
+class _InstanceHA:
+    def __init__(self, answers: list[Any]) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.answers = answers
+
+    def create_notification(self, **kw: Any) -> Any:
+        import time
+        self.calls.append(kw)
+        time.sleep(0.05)  # parallel deliveries overlap this call
+        a = self.answers.pop(0) if self.answers else _Created()
+        if isinstance(a, Exception):
+            raise a
+        return a
+
+
+class _Conn:
+    def __init__(self, ha: _InstanceHA) -> None:
+        self.instance_ha = ha
+
+
+async def test_masakari_gets_one_host_notification_for_all_vms_of_a_down_host() -> None:
+    from openstack.connection import Connection
+
+    from nfvha.controller.reporters.masakari import MasakariReporter
+
+    ha = _InstanceHA([])
+    rep = MasakariReporter(lambda: _Conn(ha))  # type: ignore[arg-type,return-value]
+    assert not isinstance(rep, Connection)
+    events = [{"id": f"e{i}", "instance_uuid": f"vm{i}", "host": "c1", "kind": "host_down",
+               "corrective_action": "reboot", "detail": "",
+               "detected_at": "2026-12-02T10:00:00.000000+00:00"} for i in range(20)]
+    notes = await asyncio.gather(*(rep.deliver(e) for e in events))
+    [call] = ha.calls
+    assert call == {"type": "COMPUTE_HOST", "hostname": "c1",
+                    "generated_time": "2026-12-02T10:00:00.000000+00:00",
+                    "payload": {"event": "STOPPED", "host_status": "NORMAL",
+                                "cluster_status": "OFFLINE"}}
+    assert set(notes) == {"COMPUTE_HOST notification_uuid n-1"}
+
+
+async def test_masakari_host_notification_failure_is_retried_and_a_duplicate_is_done() -> None:
+    from openstack import exceptions as sdk_exc
+
+    from nfvha.controller.reporters import Retry
+    from nfvha.controller.reporters.masakari import MasakariReporter
+
+    dup = sdk_exc.HttpException(message="Notification received from host c1 of type "
+                                        "COMPUTE_HOST is duplicate.", http_status=409)
+    ha = _InstanceHA([sdk_exc.HttpException(message="boom", http_status=503), dup])
+    rep = MasakariReporter(lambda: _Conn(ha))  # type: ignore[arg-type,return-value]
+    ev = {"id": "e1", "instance_uuid": "vm1", "host": "c1", "kind": "host_down",
+          "corrective_action": "none", "detail": "",
+          "detected_at": "2026-12-02T10:00:00.000000+00:00"}
+    with pytest.raises(Retry):
+        await rep.deliver(ev)
+    note = await rep.deliver(ev)                     # the retry: Masakari has it already
+    assert "already recovers the host" in note
+    assert len(ha.calls) == 2
