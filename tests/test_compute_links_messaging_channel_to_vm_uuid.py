@@ -143,8 +143,11 @@ async def test_the_compute_agent_links_the_channel_at_the_controller(sock_dir: P
         # the VM goes away: its channel is forgotten and announced gone once,
         # not again at every scan
         casts: list[str] = []
-        cast = agent._cast
+        cast, fanout = agent._cast, bus.fanout_controller
         agent._cast = lambda method, **kw: (casts.append(method), cast(method, **kw))
+        # the placement goes to every controller (a fanout)
+        bus.fanout_controller = lambda method, **kw: (  # type: ignore[method-assign]
+            casts.append(method), fanout(method, **kw))[1]
         proc.kill()
         proc.wait()
         path.unlink()

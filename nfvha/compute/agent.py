@@ -146,7 +146,9 @@ class ComputeAgent:
                 # late-bound: whoever wraps agent._cast sees these casts too
                 host, lambda method, **kw: self._cast(method, **kw),
                 sessions=self.pool.messaging, heartbeat_sessions=self.pool.heartbeat,
-                single_port=self.single_port)
+                single_port=self.single_port,
+                # placement to every controller: any of them may route a broadcast
+                fanout=lambda method, **kw: self.bus.fanout_controller(method, **kw))
             self.pool.serve_messaging(self.messaging.hooks, messaging_config)
             self.hooks.relay = self.messaging.relay
         self.source: InstanceSource = source if source is not None else DirectorySource(

@@ -6,8 +6,11 @@
   the sans-I/O host machine ``nfvha.protocol.servergroup.session_step``;
 - ``MessagingChannels`` relays guest broadcasts and status queries to the
   controller with ``source_instance`` set here, from the channel's name — a
-  guest can never choose or spoof it; tells the controller where these
-  instances are (``sg_instances``) and which VM each is (``sg_links``);
+  guest can never choose or spoof it; tells every controller (a fanout:
+  any of them may route the next broadcast) where these instances are
+  (``sg_instances``) and which VM each is (``sg_links``), each time the
+  whole host's list, so a message lost or expired on the way is made good
+  by the next;
   ``deliver(instances, messages)`` writes the controller's app-layer
   messages (broadcasts, notifications, status answers) to local guests.
 
@@ -22,7 +25,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +44,7 @@ BYTE_BUDGET_PER_S = 256 * 1024  # 40 full-size messages a second and then some
 WRITE_HIGH_WATER = 64 * 1024  # ~16 full-size messages waiting for a slow guest
 RESYNC_S = 30.0  # instance list re-sent so a restarted controller learns placement
 Cast = Callable[..., None]  # cast(method, **kwargs): queued, in order, to the controller
+Fanout = Callable[..., Awaitable[None]]  # await fanout(method, **kwargs): to every controller
 
 
 @dataclass(eq=False)
@@ -138,9 +143,15 @@ class MessagingChannels:
     def __init__(self, host: str, cast: Cast, *,
                  sessions: Mapping[str, MessagingSession] | None = None,
                  heartbeat_sessions: Mapping[str, Any] | None = None,
-                 single_port: bool = False) -> None:
+                 single_port: bool = False, fanout: Fanout | None = None) -> None:
+        """`fanout`: how the placement reaches every controller (the bus's
+        fanout_controller); None: cast like the guests' requests (one
+        controller)."""
         self.host = host
         self._cast = cast
+        self._fanout = fanout
+        self._fanouts: deque[tuple[str, dict[str, Any]]] = deque()
+        self._fanout_ready = asyncio.Event()
         self.sessions: Mapping[str, MessagingSession] = sessions if sessions is not None else {}
         self.heartbeat_sessions: Mapping[str, Any] = \
             heartbeat_sessions if heartbeat_sessions is not None else {}
@@ -150,6 +161,7 @@ class MessagingChannels:
                                     vm_changed=lambda s: self.announce())
         self._running = False
         self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._announce_soon: asyncio.Handle | None = None
         self._announced: tuple[str, ...] | None = None
         self._announced_at = 0.0
@@ -158,22 +170,25 @@ class MessagingChannels:
 
     def start(self) -> None:
         self._running = True
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._send_fanouts(), name="compute-sg-fanout")]
         self.announce()
-        self._task = asyncio.get_running_loop().create_task(self._resend_loop(),
-                                                            name="compute-sg-announce")
+        self._task = loop.create_task(self._resend_loop(), name="compute-sg-announce")
 
     async def stop(self) -> None:
         self._running = False
         if self._announce_soon is not None:
             self._announce_soon.cancel()
             self._announce_soon = None
-        if self._task is not None:
-            self._task.cancel()
+        for task in [self._task, *self._tasks]:
+            if task is None:
+                continue
+            task.cancel()
             try:
-                await self._task
+                await task
             except (asyncio.CancelledError, Exception):
                 pass
-            self._task = None
+        self._task, self._tasks = None, []
 
     # -- placement ---------------------------------------------------------------------
     def changed(self, kind: str, key: str, present: bool) -> None:
@@ -215,9 +230,30 @@ class MessagingChannels:
         if not names and self._announced is None:
             return  # nothing to say (and nothing said yet)
         self._announced, self._links, self._announced_at = names, links, now
-        self._cast("sg_instances", host=self.host, instances=list(names))
+        self._to_controllers("sg_instances", host=self.host, instances=list(names))
         if links:  # with every placement: a controller that missed them gets them
-            self._cast("sg_links", host=self.host, links=links)
+            self._to_controllers("sg_links", host=self.host, links=links)
+
+    def _to_controllers(self, method: str, **kwargs: Any) -> None:
+        if self._fanout is None:
+            self._cast(method, **kwargs)
+            return
+        self._fanouts.append((method, kwargs))
+        self._fanout_ready.set()
+
+    async def _send_fanouts(self) -> None:
+        # one sender: the controllers get the snapshots in the order made
+        assert self._fanout is not None or not self._fanouts
+        while True:
+            await self._fanout_ready.wait()
+            self._fanout_ready.clear()
+            while self._fanouts:
+                method, kwargs = self._fanouts.popleft()
+                try:
+                    assert self._fanout is not None
+                    await self._fanout(method, **kwargs)
+                except Exception:  # the next announce (RESYNC_S at most) repeats it
+                    LOG.exception("server-group %s not sent to the controllers", method)
 
     _announce = announce  # the older name
 

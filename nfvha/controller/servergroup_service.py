@@ -12,6 +12,23 @@
 - Everything here is in memory and never waits for the store on the hot
   path (broadcasts); REST writes go to the store first, then to memory.
 
+Several controllers on one store and bus are equal (any of them may get a
+compute agent's broadcast or status query), so each holds the whole view:
+
+- placement and links: the compute agents send them to every controller
+  (``fanout_controller``), as snapshots of their host, again when they
+  change, every ``RESYNC_S`` and when a controller asks for a resync; each
+  controller also writes them to the store (``server_group_placements``),
+  so one that starts or restarts loads them before it serves;
+- REST groups: stored first; the controller that wrote tells the others
+  (``sg_groups_changed``), who reload the groups from the store; a cheap
+  fingerprint of the stored groups, read every ``GROUPS_POLL_S``, is the
+  backstop for a signal lost (its sender killed, a bus outage);
+- members' state (heartbeat verdicts, Nova's notifications): each reaches
+  one controller, which tells the peers in the group (notification) and
+  the other controllers (``sg_member_changed``), who only record it; a
+  controller that starts loads the heartbeat states from the store.
+
 Instance names: a compute agent knows an instance by its messaging socket
 name (``cgcs.messaging.<name>.sock``). Without Nova telling us its uuid, a
 name is recorded with itself as uuid; a later Nova record with that name
@@ -22,9 +39,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid as uuidlib
 from typing import Any, Awaitable, Callable, Optional
 
 from nfvha.controller import nova_notifications as nn
+from nfvha.controller import servergroup_store as sgstore
 from nfvha.controller.servergroups import (
     MAX_ID,
     ServerGroups,
@@ -39,6 +58,12 @@ LOG = logging.getLogger(__name__)
 
 Db = Callable[..., Awaitable[Any]]  # runs a Store method in the DB thread
 MAX_INSTANCES_PER_HOST = 10000
+# How often the stored REST groups' fingerprint is read: a change signal
+# lost on the bus is made up for within this (a read of ids and times).
+GROUPS_POLL_S = 1.0
+SAVE_RETRY_S = 1.0  # placements not written (store away): tried again after this
+# Member fields another controller may tell us (sg_member_changed)
+MEMBER_FIELDS = ("host", "state", "task_state", "power_state", "display_name", "heartbeat")
 
 
 class GroupLimit(ValueError):
@@ -64,25 +89,84 @@ class ServerGroupService:
         self.store: Any = None
         self._db: Optional[Db] = None
         self._nova_task: Optional[asyncio.Task[None]] = None
+        # Names this controller's messages to the other controllers (its own
+        # fanouts come back to it too: they are skipped by this)
+        self.peer_id = uuidlib.uuid4().hex
+        # Placement snapshots: the latest each host sent ({name: uuid or
+        # None}) and what the store holds as far as we know; hosts whose
+        # two differ wait for the writer task.
+        self._heard: dict[str, dict[str, Optional[str]]] = {}
+        self._saved: dict[str, dict[str, Optional[str]]] = {}
+        self._unsaved: set[str] = set()
+        self._save_wake = asyncio.Event()
+        self._groups_fp: Optional[str] = None
+        self._tasks: list[asyncio.Task[None]] = []
         self.counters = {"broadcasts": 0, "deliveries": 0, "status_queries": 0,
-                         "notifications": 0, "refused": 0, "nova_errors": 0}
+                         "notifications": 0, "refused": 0, "nova_errors": 0,
+                         "peer_changes": 0, "groups_reloaded": 0, "store_errors": 0}
         # hooks for tests and the demo: cb(kind, source, targets, message, mono)
         self.listeners: list[Callable[[str, str, Targets, dict[str, Any], float], None]] = []
 
     # --- life cycle ------------------------------------------------------------------
     async def start(self, store: Any, db: Db, config_groups: Any = None) -> None:
-        """Loads persisted groups and known placements, then config groups."""
+        """Loads persisted groups, known instances (heartbeat state) and
+        placements, then config groups; then keeps the groups and the
+        stored placements in step with the other controllers."""
         self.store, self._db = store, db
-        for g in await db(store.list_server_groups):
+        await self._reload_groups()
+        for inst in await db(store.list_instances):
+            self.groups.update_instance(inst["uuid"], host=inst["host"],
+                                        heartbeat=inst["heartbeat"]["state"])
+        for name, host, uuid in await db(sgstore.load_placements, store.engine):
+            self._saved.setdefault(host, {})[name] = uuid
+            try:
+                self._place(host, name)
+                if uuid is not None and uuid != name:
+                    self._link(host, name, uuid)
+            except ValueError as exc:
+                LOG.warning("stored placement of %r ignored: %s", name, exc)
+        if config_groups:
+            load_config(self.groups, config_groups)
+        self._tasks = [asyncio.create_task(self._groups_loop(), name="nfvha-sg-groups"),
+                       asyncio.create_task(self._save_loop(), name="nfvha-sg-placements")]
+
+    async def _reload_groups(self) -> None:
+        """The REST groups as the store has them now (another controller may
+        have written): added, replaced, and gone ones removed."""
+        assert self._db is not None
+        fp = await self._db(sgstore.groups_fingerprint, self.store.engine)
+        stored = await self._db(self.store.list_server_groups)  # after: never older than fp
+        ids = set()
+        for g in stored:
+            ids.add(g["id"])
             try:
                 self.groups.set_group(g["id"], g["name"], g["members"], origin=g["origin"])
             except ValueError as exc:
                 LOG.warning("stored server group %r ignored: %s", g.get("id"), exc)
-        for inst in await db(store.list_instances):
-            self.groups.update_instance(inst["uuid"], host=inst["host"],
-                                        heartbeat=inst["heartbeat"]["state"])
-        if config_groups:
-            load_config(self.groups, config_groups)
+        for g in self.groups.all_groups():
+            if g.id not in ids and self.groups.origin(g.id) == "api":
+                self.groups.remove_group(g.id)
+        self._groups_fp = fp
+        self.counters["groups_reloaded"] += 1
+
+    async def _groups_loop(self) -> None:
+        assert self._db is not None
+        failing = False
+        while True:
+            await asyncio.sleep(GROUPS_POLL_S)
+            try:
+                fp = await self._db(sgstore.groups_fingerprint, self.store.engine)
+                if fp != self._groups_fp:
+                    LOG.info("server groups changed in the store: reloading them")
+                    await self._reload_groups()
+                failing = False
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # store away: what we hold stays; say it once
+                self.counters["store_errors"] += 1
+                if not failing:
+                    LOG.exception("server groups not read from the store")
+                failing = True
 
     def start_nova_sync(self, conn_factory: Callable[[], Any], period_s: float) -> None:
         """Groups and placement from Nova now and every ``period_s``."""
@@ -126,10 +210,11 @@ class ServerGroupService:
                 self.groups.remove_group(g.id)
 
     async def stop(self) -> None:
-        if self._nova_task is not None:
-            self._nova_task.cancel()
-            await asyncio.gather(self._nova_task, return_exceptions=True)
-            self._nova_task = None
+        tasks = [*self._tasks, *([self._nova_task] if self._nova_task else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks, self._nova_task = [], None
 
     # --- placement -------------------------------------------------------------------
     def _drop_placeholder(self, name: str, uuid: str) -> None:
@@ -153,6 +238,8 @@ class ServerGroupService:
             return {"ok": False, "error": "host must be a string, instances a list of at "
                                           f"most {MAX_INSTANCES_PER_HOST}"}
         placed = refused = 0
+        old = self._heard.get(host, {})
+        heard: dict[str, Optional[str]] = {}
         for name in instances:
             # one bad name is refused alone (a list or object would not even hash)
             if not isinstance(name, str) or not name.strip() or len(name) > MAX_ID:
@@ -163,7 +250,10 @@ class ServerGroupService:
                 placed += 1
             except ValueError:
                 refused += 1
+                continue
+            heard[name] = old.get(name)  # its link comes with sg_links
         self.counters["refused"] += refused
+        self._heard_from(host, heard)
         return _with_refused({"ok": True, "instances": placed}, refused)
 
     async def sg_links(self, host: Any, links: Any) -> dict[str, Any]:
@@ -177,6 +267,7 @@ class ServerGroupService:
             return {"ok": False, "error": "host must be a string, links an object of at "
                                           f"most {MAX_INSTANCES_PER_HOST}"}
         linked = refused = 0
+        heard = dict(self._heard.get(host, {}))
         for name, uuid in links.items():
             if not isinstance(name, str) or not name.strip() or len(name) > MAX_ID \
                     or not sg.is_uuid(uuid) or name == uuid:
@@ -184,13 +275,54 @@ class ServerGroupService:
                 continue
             uuid = uuid.lower()
             try:
-                self._drop_placeholder(name, uuid)
-                self.groups.update_instance(uuid, name=name, host=host)
+                self._link(host, name, uuid)
                 linked += 1
             except ValueError:
                 refused += 1
+                continue
+            heard[name] = uuid
         self.counters["refused"] += refused
+        self._heard_from(host, heard)
         return _with_refused({"ok": True, "linked": linked}, refused)
+
+    def _link(self, host: str, name: str, uuid: str) -> None:
+        self._drop_placeholder(name, uuid)
+        self.groups.update_instance(uuid, name=name, host=host)
+
+    def _heard_from(self, host: str, heard: dict[str, Optional[str]]) -> None:
+        """The latest placement snapshot of `host`: written to the store by
+        the writer task, if it differs from what the store has."""
+        self._heard[host] = heard
+        if heard != self._saved.get(host, {}):
+            self._unsaved.add(host)
+            self._save_wake.set()
+
+    async def _save_loop(self) -> None:
+        # One writer: a burst of snapshots costs one write per host, and a
+        # fanout handler never waits for the store.
+        assert self._db is not None
+        while True:
+            await self._save_wake.wait()
+            self._save_wake.clear()
+            for host in sorted(self._unsaved):
+                heard = self._heard.get(host, {})
+                saved = self._saved.get(host, {})
+                changed = {n: u for n, u in heard.items() if n not in saved or saved[n] != u}
+                removed = [n for n in saved if n not in heard]
+                try:
+                    await self._db(sgstore.save_host_placements, self.store.engine, host,
+                                   changed, removed)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    self.counters["store_errors"] += 1
+                    LOG.exception("placements of %s not stored; trying again", host)
+                    await asyncio.sleep(SAVE_RETRY_S)
+                    self._save_wake.set()
+                    break
+                self._saved[host] = heard
+                if self._heard.get(host) is heard:  # nothing newer meanwhile
+                    self._unsaved.discard(host)
 
     # --- guest requests (relayed by compute agents) ------------------------------------
     async def sg_broadcast(self, host: Any, source_instance: Any, data: Any,
@@ -241,6 +373,8 @@ class ServerGroupService:
             return
         if data is not None:
             await self._notify(uuid, targets, data)
+            await self._tell_controllers("sg_member_changed", uuid=uuid, host=host,
+                                         heartbeat=state)
 
     async def on_nova_notification(self, note: dict[str, Any]) -> None:
         """A raw Nova notification (the controller parses once and calls
@@ -262,6 +396,48 @@ class ServerGroupService:
             LOG.warning("Nova notification ignored: %s", exc)
             return
         await self._notify(change.uuid, targets, data)
+        await self._tell_controllers(
+            "sg_member_changed", uuid=change.uuid, host=change.host, state=change.state,
+            task_state=change.task_state, power_state=change.power_state,
+            display_name=change.display_name)
+
+    # --- the other controllers ------------------------------------------------------
+    async def _tell_controllers(self, method: str, **kwargs: Any) -> None:
+        fanout = getattr(self.bus, "fanout_controller", None)
+        if fanout is None:  # a bus that reaches only compute agents (tests)
+            return
+        try:
+            await fanout(method, by=self.peer_id, **kwargs)
+        except Exception:  # they catch up: the groups' poll, the next state
+            LOG.exception("other controllers not told (%s)", method)
+
+    async def sg_groups_changed(self, by: Any = None, **_ignored: Any) -> dict[str, Any]:
+        """Another controller wrote a REST group: reload them from the store."""
+        if by == self.peer_id or self._db is None:
+            return {"ok": True, "reloaded": False}
+        await self._reload_groups()
+        return {"ok": True, "reloaded": True}
+
+    async def sg_member_changed(self, by: Any = None, uuid: Any = None,
+                                **fields: Any) -> dict[str, Any]:
+        """Another controller heard a member's state change (and told its
+        peers): recorded here, told to nobody."""
+        if by == self.peer_id:
+            return {"ok": True, "applied": False}
+        unknown = set(fields) - set(MEMBER_FIELDS)
+        if not isinstance(by, str) or not isinstance(uuid, str) or unknown or not all(
+                v is None or (isinstance(v, str) and len(v) <= MAX_ID)
+                for v in fields.values()):
+            self.counters["refused"] += 1
+            return {"ok": False, "error": "by and uuid must be strings, fields among "
+                                          f"{', '.join(MEMBER_FIELDS)} strings or null"}
+        try:
+            self.groups.update_instance(uuid, **fields)
+        except ValueError as exc:
+            self.counters["refused"] += 1
+            return {"ok": False, "error": str(exc)}
+        self.counters["peer_changes"] += 1
+        return {"ok": True, "applied": True}
 
     async def _notify(self, about: str, targets: Targets, data: dict[str, Any]) -> None:
         msg = sg.notification(data)
@@ -293,6 +469,7 @@ class ServerGroupService:
         assert self._db is not None
         await self._db(self.store.put_server_group, group_id, name, list(mem), "api")
         group = self.groups.set_group(group_id, name, mem, origin="api")
+        await self._tell_controllers("sg_groups_changed")
         return self.groups.to_dict(group)
 
     async def delete_group(self, group_id: str) -> bool:
@@ -300,7 +477,9 @@ class ServerGroupService:
             raise PermissionError("group comes from Nova; change it there")
         assert self._db is not None
         stored = await self._db(self.store.delete_server_group, group_id)
-        return self.groups.remove_group(group_id) or stored
+        found = self.groups.remove_group(group_id) or stored
+        await self._tell_controllers("sg_groups_changed")
+        return found
 
     def list_groups(self) -> list[dict[str, Any]]:
         return [dict(self.groups.to_dict(g), origin=self.groups.origin(g.id))

@@ -534,6 +534,18 @@ class Controller:
         return self._counted("sg_status_query", await self.servergroups.sg_status_query(
             host, source_instance, seq, **extra))
 
+    # Server groups shared by controllers: what the others tell of changes
+    # they made (servergroup_service.py); listed here, next to their methods.
+    BUS_METHODS = BUS_METHODS | {"sg_groups_changed", "sg_member_changed"}
+
+    async def sg_groups_changed(self, **kwargs: Any) -> dict[str, Any]:
+        return self._counted("sg_groups_changed",
+                             await self.servergroups.sg_groups_changed(**kwargs))
+
+    async def sg_member_changed(self, **kwargs: Any) -> dict[str, Any]:
+        return self._counted("sg_member_changed",
+                             await self.servergroups.sg_member_changed(**kwargs))
+
     def _counted(self, method: str, answer: dict[str, Any]) -> dict[str, Any]:
         """nfvha_reports_invalid counts what the server-group service refused:
         the whole call (ok false) or its bad items (``refused``)."""

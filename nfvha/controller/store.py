@@ -128,6 +128,17 @@ server_groups = Table(
     Column("updated_at", Timestamp, nullable=False),
 )
 
+# Where each instance's messaging channel is, as its compute agent last said
+# (sg_instances / sg_links): a controller that starts, or restarts, routes
+# server-group messages at once. Read and written by servergroup_store.py.
+server_group_placements = Table(
+    "server_group_placements", metadata,
+    Column("name", String(255), primary_key=True),     # cgcs.messaging.<name>.sock
+    Column("host", String(255), nullable=False, index=True),
+    Column("uuid", String(64)),                        # the VM behind it, if known
+    Column("updated_at", Timestamp, nullable=False),
+)
+
 # Loop protection of one instance (controller/recovery/policy.py's History)
 recovery = Table(
     "recovery", metadata,

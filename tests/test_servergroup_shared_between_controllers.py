@@ -1,0 +1,343 @@
+"""Controllers that share one store and one bus are equal for server groups:
+a group made through controller A's REST API routes broadcasts, answers
+status queries and tells peers of state changes when the compute agents'
+messages reach controller B, and still after A is killed with SIGKILL;
+group changes on one are seen by the others within a second (a signal on
+the bus, or, if that is lost, the store's fingerprint); a member's state
+change heard by one is known to all, so the next change is told once,
+by whichever hears it; a controller that starts later knows every group
+and placement before it serves.
+
+The guests are raw StarlingX-wire peers (tests/servergroup_wire_peer.py)
+on the compute agents' messaging sockets.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import oslo_messaging
+import pytest
+from conftest import free_port, poll, require_rabbitmq, spawn_nfvha, stop_processes
+from oslo_config import cfg
+from servergroup_wire_peer import WirePeer
+
+from nfvha.bus import make_bus
+from nfvha.compute.agent import ComputeAgent
+from nfvha.controller.api import make_app
+from nfvha.controller.service import Controller
+from nfvha.controller.store import Store
+from tests.test_controller_helpers import db_urls
+
+
+@pytest.fixture(params=["postgresql"])
+def server_db(request, tmp_path):
+    gen = db_urls(request, tmp_path)
+    yield next(gen)
+    gen.close()
+
+
+async def _until(cond: Any, timeout: float, what: str) -> float:
+    """Seconds until `cond()` held; fails after `timeout`."""
+    start = time.monotonic()
+    while not cond():
+        assert time.monotonic() - start < timeout, f"not within {timeout} s: {what}"
+        await asyncio.sleep(0.01)
+    return time.monotonic() - start
+
+
+def _placed(ctl: Controller, names: dict[str, str]) -> bool:
+    groups = ctl.servergroups.groups
+    return all((r := groups.instance(n)) is not None and r.host == h for n, h in names.items())
+
+
+def _notes(peer: WirePeer) -> list[dict[str, Any]]:
+    return [m["data"] for m in peer.app("notification")]
+
+
+async def test_state_heard_by_one_controller_is_known_to_all_and_told_once(
+        sock_dir: Path, server_db: str) -> None:
+    """In one process (in-process bus, which spreads casts over the
+    controllers like RabbitMQ), on one PostgreSQL."""
+    bus = make_bus("inproc://")
+    await bus.start()
+    a = Controller(server_db, bus=bus, controller_id="ctl-a")
+    b = Controller(server_db, bus=bus, controller_id="ctl-b")
+    peers: dict[str, WirePeer] = {}
+    agents: list[ComputeAgent] = []
+    late: Controller | None = None
+    try:
+        for ctl in (a, b):
+            await ctl.start()
+            await bus.serve_controller(ctl)
+        layout = {"host-a": ["a1", "a2"], "host-b": ["b1", "bx"]}
+        for host, names in layout.items():
+            d = sock_dir / host
+            d.mkdir()
+            for n in names:
+                peers[n] = WirePeer(d / f"cgcs.messaging.{n}.sock")
+                await peers[n].start()
+            agent = ComputeAgent(host, d, bus, scan_interval_s=0.05)
+            await agent.start()
+            agents.append(agent)
+        for p in peers.values():
+            await asyncio.wait_for(p.connected.wait(), 10)
+        where = {"a1": "host-a", "a2": "host-a", "b1": "host-b", "bx": "host-b"}
+        # the agents' placement reaches both controllers (a fanout)
+        await _until(lambda: _placed(a, where) and _placed(b, where), 10, "placed on both")
+
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=make_app(a)),
+                                     base_url="http://a") as rest_a:
+            r = await rest_a.put("/v1/server-groups/g1",
+                                 json={"name": "trio", "members": ["a1", "a2", "b1"]})
+            assert r.status_code == 200, r.text
+            took = await _until(lambda: b.servergroups.groups.group("g1") is not None, 2,
+                                "B knows the group made on A")
+            print(f"group made on A known to B after {took * 1000:.1f} ms")
+
+            # a2 fails: controller A hears it and tells a1 and b1, once
+            assert (await a.instance_state(host="host-a", instance_uuid="a2", state="failed",
+                                           at="2026-12-01T10:00:00+00:00"))["ok"]
+            for n in ("a1", "b1"):
+                await peers[n].wait_for(lambda p: _notes(p))
+            await _until(lambda: b.servergroups.groups.instance("a2").heartbeat == "failed",
+                         2, "B knows a2 failed")
+            # a2 is back: this time B hears it, and knows it is news
+            assert (await b.instance_state(host="host-a", instance_uuid="a2", state="enabled",
+                                           at="2026-12-01T10:00:05+00:00"))["ok"]
+            for n in ("a1", "b1"):
+                await peers[n].wait_for(lambda p: len(_notes(p)) == 2)
+            await asyncio.sleep(0.3)
+            for n in ("a1", "b1"):
+                states = [d["payload"]["heartbeat"] for d in _notes(peers[n])]
+                assert states == ["failed", "enabled"], (n, states)
+            assert peers["a2"].app("notification") == [] and peers["bx"].app() == []
+
+            # status answers are the same through either controller (the
+            # in-process bus alternates: two queries, one each)
+            for seq in (1, 2):
+                peers["b1"].status_query(seq)
+                await peers["b1"].wait_for(
+                    lambda p, s=seq: any(m["seq"] == s for m in p.app("status_response_done")))
+            for seq in (1, 2):
+                resp = {m["data"]["instance_name"]: m["data"]
+                        for m in peers["b1"].app("status_response") if m["seq"] == seq}
+                assert sorted(resp) == ["a1", "a2", "b1"], resp
+                assert resp["a2"]["heartbeat"] == "enabled" and resp["a2"]["host"] == "host-a"
+                assert resp["b1"]["host"] == "host-b"
+            assert a.servergroups.counters["status_queries"] == 1
+            assert b.servergroups.counters["status_queries"] == 1
+
+            # a group written while the signal is lost (straight into the
+            # store) is found by the fingerprint read within about a second
+            store = Store(server_db)
+            try:
+                store.put_server_group("g2", "quiet", ["bx", "a1"])
+            finally:
+                store.close()
+            took = await _until(lambda: a.servergroups.groups.group("g2") is not None
+                                and b.servergroups.groups.group("g2") is not None, 3,
+                                "a group written without the signal")
+            print(f"group written without the signal known after {took * 1000:.0f} ms")
+            assert (await rest_a.delete("/v1/server-groups/g2")).status_code == 204
+            await _until(lambda: b.servergroups.groups.group("g2") is None, 2,
+                         "B forgets the group deleted on A")
+
+        # a controller that starts now knows groups and placement before it serves
+        late = Controller(server_db, bus=bus, controller_id="ctl-c")
+        await late.start()
+        assert late.servergroups.groups.group("g1") is not None
+        assert _placed(late, where)
+        assert late.servergroups.groups.instance("a2").heartbeat == "enabled"
+    finally:
+        for agent in agents:
+            await agent.stop()
+        for ctl in (late, a, b):
+            if ctl is not None and ctl.store is not None:
+                await ctl.stop()
+        await bus.stop()
+        for p in peers.values():
+            await p.close()
+
+
+def _publish(url: str, topic: str, member: str, host: str, state: str) -> None:
+    # As nova-compute does: messagingv2 driver, control_exchange "nova".
+    oslo_messaging.get_notification_transport(cfg.CONF, url=url).cleanup()
+    cfg.CONF.set_override("control_exchange", "nova")
+    transport = oslo_messaging.get_notification_transport(cfg.CONF, url=url)
+    try:
+        notifier = oslo_messaging.Notifier(
+            transport, publisher_id=f"nova-compute:{host}", driver="messagingv2",
+            topics=[topic])
+        notifier.info({}, "instance.update", {
+            "nova_object.name": "InstanceUpdatePayload", "nova_object.version": "1.8",
+            "nova_object.namespace": "nova", "nova_object.data": {
+                "uuid": member, "host": host, "state": state, "task_state": None,
+                "power_state": "running", "display_name": "db-standby"}})
+    finally:
+        cfg.CONF.clear_override("control_exchange")
+        transport.cleanup()
+
+
+@pytest.mark.system
+@pytest.mark.slow
+async def test_group_made_on_a_works_through_b_and_after_a_is_killed(
+        sock_dir: Path, server_db: str) -> None:
+    """Controller A and the compute agents are processes, controller B (and
+    C, started last) run here; RabbitMQ and PostgreSQL are real."""
+    url = require_rabbitmq()
+    run = uuid.uuid4().hex[:8]
+    prefix, topic = f"nfvha-sgshare-{run}", f"nfvha_sgshare_{run}"
+    nova_member = str(uuid.uuid4())
+    common = sock_dir / "common.conf"
+    common.write_text(
+        f"[DEFAULT]\ncontrol_exchange = {prefix}\n"
+        f"[bus]\ntransport_url = {url}\n"
+        f"[database]\nconnection = {server_db}\n"
+        f"[nova]\nnotifications = true\n"
+        f"notification_topics = {topic}\nnotification_pool = {prefix}\n")
+    a_conf = sock_dir / "a.conf"
+    a_conf.write_text("[DEFAULT]\ncontroller_id = ctl-a\n")
+    api_a = f"http://127.0.0.1:{(port := free_port())}"
+    log = sock_dir / "services.log"
+    hosts = {"a": f"cmp-a-{run}", "b": f"cmp-b-{run}"}
+    layout = {"a": ["a1", "a2"], "b": ["b1", "bx"]}
+    where = {n: hosts[h] for h, names in layout.items() for n in names}
+    peers: dict[str, WirePeer] = {}
+    procs: list[Any] = []
+    ctl_a = await spawn_nfvha("controller", "--config-file", str(common), "--config-file",
+                              str(a_conf), "--api", f"127.0.0.1:{port}", log=log)
+    procs.append(ctl_a)
+    bus_b = make_bus(url, prefix=prefix)
+    bus_c = make_bus(url, prefix=prefix)
+    b = Controller(server_db, bus=bus_b, controller_id="ctl-b")
+    running: list[Controller] = []  # started here, to stop at the end
+    try:
+        async with httpx.AsyncClient(base_url=api_a, timeout=10) as rest_a:
+            await poll(lambda: rest_a.get("/healthz"), 60, "controller A up")
+            await bus_b.start()
+            await b.start()
+            running.append(b)
+            await bus_b.serve_controller(b)
+            await bus_b.listen_notifications("nova", [topic], b.servergroups.on_nova_notification,
+                                             pool=prefix)
+            for h, names in layout.items():
+                d = sock_dir / h
+                d.mkdir()
+                for n in names:
+                    peers[n] = WirePeer(d / f"cgcs.messaging.{n}.sock")
+                    await peers[n].start()
+                conf = sock_dir / f"{h}.conf"
+                conf.write_text(f"[DEFAULT]\nhost = {hosts[h]}\n"
+                                f"[heartbeat]\ninstances_dir = {d}\n")
+                procs.append(await spawn_nfvha("compute", "--config-file", str(common),
+                                               "--config-file", str(conf), log=log))
+            for p in peers.values():
+                await asyncio.wait_for(p.connected.wait(), 30)
+            await _until(lambda: _placed(b, where), 20, "B knows every placement")
+
+            r = await rest_a.put("/v1/server-groups/g1", json={
+                "name": "trio", "members": ["a1", "a2", "b1", nova_member]})
+            assert r.status_code == 200, r.text
+            took = await _until(lambda: b.servergroups.groups.group("g1") is not None, 2,
+                                "B knows the group made on A")
+            print(f"group made on A known to B after {took * 1000:.1f} ms")
+            r = await rest_a.put("/v1/server-groups/g2", json={"members": ["bx"]})
+            assert r.status_code == 200
+            await _until(lambda: b.servergroups.groups.group("g2") is not None, 2, "g2 on B")
+            assert (await rest_a.delete("/v1/server-groups/g2")).status_code == 204
+            took = await _until(lambda: b.servergroups.groups.group("g2") is None, 2,
+                                "B forgets the group deleted on A")
+            print(f"group deleted on A gone from B after {took * 1000:.1f} ms")
+
+            # broadcasts spread over both controllers; every one reaches both peers
+            sent = await _broadcasts(peers, "both", 20)
+            assert b.servergroups.counters["broadcasts"] >= 1, "none went through B"
+            assert b.servergroups.counters["broadcasts"] < sent, "none went through A"
+
+            # a member's Nova state change: told to the peers once (by
+            # whichever controller had it), and known to both
+            await asyncio.get_running_loop().run_in_executor(
+                None, _publish, url, topic, nova_member, hosts["b"], "error")
+            for n in ("a1", "a2", "b1"):
+                await peers[n].wait_for(lambda p: _notes(p))
+            for seq in range(1, 5):  # answered by both controllers in turn
+                answer = await _status(peers["a2"], seq)
+                assert answer[nova_member]["state"] == "error", (seq, answer)
+
+            os.kill(ctl_a.pid, signal.SIGKILL)  # A dies: B alone from now on
+            await ctl_a.wait()
+            before = b.servergroups.counters["broadcasts"]
+            sent = await _broadcasts(peers, "after the kill", 10)
+            assert b.servergroups.counters["broadcasts"] - before >= sent
+            answer = await _status(peers["b1"], 10)
+            assert {n: answer[n]["host"] for n in ("a1", "a2", "b1")} == {
+                n: where[n] for n in ("a1", "a2", "b1")}
+            assert answer[nova_member]["state"] == "error"
+            await asyncio.get_running_loop().run_in_executor(
+                None, _publish, url, topic, nova_member, hosts["b"], "active")
+            for n in ("a1", "a2", "b1"):
+                await peers[n].wait_for(lambda p: len(_notes(p)) == 2)
+            await asyncio.sleep(0.5)
+            for n in ("a1", "a2", "b1"):  # once each, in order, never twice
+                states = [d["payload"]["state"] for d in _notes(peers[n])]
+                assert states == ["error", "active"], (n, states)
+            assert peers["bx"].app() == []
+
+            # C starts now: before it is on the bus it has the groups and placement
+            await bus_c.start()
+            c = Controller(server_db, bus=bus_c, controller_id="ctl-c")
+            await c.start()
+            running.append(c)
+            assert c.servergroups.groups.group("g1") is not None
+            assert c.servergroups.groups.group("g2") is None
+            assert _placed(c, where)
+            await bus_c.serve_controller(c)
+            await b.stop()  # C alone: it routes at once
+            running.remove(b)
+            await bus_b.stop()
+            sent = await _broadcasts(peers, "through C", 5, settle=False)
+            assert c.servergroups.counters["broadcasts"] == sent
+    finally:
+        await stop_processes(procs)
+        for ctl in running:
+            await ctl.stop()
+        for bus in (bus_b, bus_c):
+            await bus.stop()
+        for p in peers.values():
+            await p.close()
+        if any(p.returncode not in (0, -15, -9) for p in procs):
+            print(log.read_text()[-4000:])
+
+
+async def _broadcasts(peers: dict[str, WirePeer], tag: str, n: int,
+                      settle: bool = True) -> int:
+    """`n` broadcasts from a1; each reaches a2 and b1 (once), nobody else."""
+    for i in range(n):
+        peers["a1"].broadcast(f"{tag} {i}")
+        await asyncio.sleep(0.02)
+    want = {f"{tag} {i}" for i in range(n)}
+    for name in ("a2", "b1"):
+        got = await peers[name].wait_for(
+            lambda p: want <= {m["data"] for m in p.app("broadcast")} or None, timeout=20)
+        assert got
+        mine = [m["data"] for m in peers[name].app("broadcast") if m["data"] in want]
+        assert sorted(mine) == sorted(want), (name, mine)  # none twice
+    if settle:
+        await asyncio.sleep(0.2)
+    assert peers["a1"].app("broadcast") == [] and peers["bx"].app() == []
+    return n
+
+
+async def _status(peer: WirePeer, seq: int) -> dict[str, dict[str, Any]]:
+    peer.status_query(seq)
+    await peer.wait_for(lambda p: any(m["seq"] == seq for m in p.app("status_response_done")),
+                        timeout=20)
+    return {m["data"]["instance_name"] or m["data"]["instance_id"]: m["data"]
+            for m in peer.app("status_response") if m["seq"] == seq}
