@@ -48,7 +48,8 @@ def test_what_runs_here_and_what_cannot_says_why():
     runs = {tc: yardstick.where(read(tc)) for tc in CASES}
     assert runs["tc053"][0] == "load-balancer" and runs["tc056"][0] == "broker"
     assert runs["tc057"][0] == "cluster-manager" and "not run" in runs["tc057"][1]
-    for tc in ("tc045", "tc046", "tc047", "tc048", "tc049"):
+    assert runs["tc046"][0] == "keystone" and "real Keystone" in runs["tc046"][1]
+    for tc in ("tc045", "tc047", "tc048", "tc049"):
         dep, why = runs[tc]
         assert dep is None and read(tc).process.split("-")[0] in why.lower(), (tc, why)
 
@@ -66,6 +67,11 @@ def test_runnable_cases_parse_into_the_middleware_scenarios():
         c = yardstick.parse(f.read(), "tc057")          # general-attacker kill-corosync
     assert (c.deployment, c.process_name) == ("cluster-manager", "corosync")
     assert c.max_outage_ms == 5000 and c.max_recover_ms is None
+    with open(path("tc046")) as f:
+        c = yardstick.parse(f.read(), "tc046")          # ServiceHA, kill-process keystone
+    assert (c.deployment, c.fault_type, c.process_name) == ("keystone", "kill-process",
+                                                            "keystone")
+    assert c.max_outage_ms == 5000 and c.max_recover_ms == 30000
     stop = open(path("tc056")).read().replace('"kill-process"', '"stop-service"')
     with pytest.raises(ValueError, match="not supported"):   # our broker fault is kill -9
         yardstick.parse(stop)
@@ -83,5 +89,5 @@ def test_cli_exit_3_and_the_table():
     t = subprocess.run([sys.executable, "-m", "nfvha.verify.yardstick",
                         *[path(tc) for tc in CASES]], capture_output=True, text=True, timeout=60)
     assert t.returncode == 0
-    assert t.stdout.count("cannot run here") == 5 and t.stdout.count("runs here as") == 3
+    assert t.stdout.count("cannot run here") == 4 and t.stdout.count("runs here as") == 4
     assert "check-rabbitmq-master" in t.stdout and "not run here" in t.stdout

@@ -14,7 +14,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Union
+from typing import Callable, List, Optional, Union
 
 from .nodes import LocalNode, Node
 
@@ -62,18 +62,47 @@ class Attacker:
 
 @dataclass
 class KillProcess(Attacker):
-    """kill -9: the service crash of the seed's Table 2."""
+    """kill -9: the service crash of the seed's Table 2.
+
+    `tree=True` (local only): the process and every descendant, e.g. a WSGI
+    server's master and its workers — Yardstick's kill-process kills every
+    process of the service, and a worker left behind would go on serving on
+    the inherited socket. The descendants are read before the first kill
+    (a killed master's workers are re-parented at once)."""
     target: PidSource
     node: Node = field(default_factory=LocalNode)
     sig: int = signal.SIGKILL
     kind: str = "kill-process"
     pid: Optional[int] = None
+    tree: bool = False
+    killed: List[int] = field(default_factory=list)
 
     async def inject(self) -> float:
         self.pid = await _resolve(self.node, self.target)
-        return await _signal(self.node, self.pid, self.sig)
+        if not self.tree:
+            self.killed = [self.pid]
+            return await _signal(self.node, self.pid, self.sig)
+        if not isinstance(self.node, LocalNode):
+            raise ValueError("kill-process tree=True runs only on the local node")
+        from ..subreaper import children_of
+        pids, todo = [self.pid], [self.pid]
+        while todo:
+            kids = children_of(todo.pop())
+            pids += kids
+            todo += kids
+        t = time.monotonic()
+        for pid in pids:
+            try:
+                os.kill(pid, self.sig)
+            except ProcessLookupError:      # a descendant that exited meanwhile
+                pass
+        self.killed = pids
+        return t
 
     def describe(self) -> str:
+        if self.tree and len(self.killed) > 1:
+            return (f"kill -{int(self.sig)} pid {self.pid} and its descendants "
+                    f"{', '.join(map(str, self.killed[1:]))} on {self.node.name}")
         return f"kill -{int(self.sig)} pid {self.pid} on {self.node.name}"
 
 

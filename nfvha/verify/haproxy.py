@@ -43,6 +43,9 @@ class HaproxyConfig:
     server_host: Tuple[Tuple[str, str], ...] = ()
     # appended to the backend's X-Served-By header: "<served by> via <served_via>"
     served_via: Optional[str] = None
+    # X-Served-By set to the server's name by HAProxy itself, for services
+    # that do not say who they are (Keystone)
+    name_server: bool = False
 
     def render(self, stats_socket: Optional[str] = None) -> str:
         """The config text; with a `stats_socket` path, an admin socket there."""
@@ -56,6 +59,8 @@ class HaproxyConfig:
         via = "" if self.served_via is None else \
             ('    http-response set-header X-Served-By '
              f'"%[res.hdr(X-Served-By)] via {self.served_via}"\n')
+        if self.name_server:
+            via = "    http-response set-header X-Served-By %[srv_name]\n" + via
         return f"""\
 global
 {stats}    log stdout format raw local0 info

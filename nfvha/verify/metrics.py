@@ -10,7 +10,8 @@ Definitions (OpenStack reliability test plan v2 and Yardstick, made exact):
   outage shorter than that could have slipped between two samples).
 - detection: fault → first "detected" event (the LB/cluster manager marked
   the instance failed).
-- recovery: fault → the later of (a) the sliding-window mean latency is back
+- recovery: fault → the later of (a) the sliding-window (100 ms, or three
+  median sampling gaps if longer) mean latency is back
   within k × baseline (+ a small absolute slack, so a 1 ms baseline on a
   loaded machine does not turn noise into "not recovered") and (b) the
   failed instance is back in service ("instance_back" event), when the
@@ -122,7 +123,11 @@ def measure(record: Record, *, probe: str = "http", need_instance_back: bool = T
     det = record.first("detected", after=fault)
     out = outage(samples, fault)
     base = baseline_latency(samples, fault)
-    svc_at = service_recovered_at(samples, fault, base) if base is not None else None
+    # A window must hold a few samples: 100 ms, or three median gaps where a
+    # request takes longer than that (a Keystone token: 0.1-1 s on a busy machine)
+    window = max(0.1, 3 * median(g) / 1000.0) if g else 0.1
+    svc_at = service_recovered_at(samples, fault, base, window_s=window) \
+        if base is not None else None
     back = record.first("instance_back", after=fault)
     if svc_at is None or (need_instance_back and back is None):
         rec_at = None

@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 import uuid
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any, Awaitable, Callable, Collection, Optional
 
 from .timeline import Record, Sample
 
@@ -103,25 +103,44 @@ class HttpProbe(Probe):
     def __init__(self, host: str, port: int, path: str = "/", *, interval: float = 0.005,
                  timeout: float = 1.0, name: str = "http",
                  sock_factory: Optional[Callable[[], Any]] = None,
-                 open_loop: bool = False) -> None:
+                 open_loop: bool = False, method: str = "GET", body: bytes = b"",
+                 content_type: str = "application/json",
+                 expect: Optional[Collection[int]] = None,
+                 expect_header: Optional[str] = None, fail_at_end: bool = False) -> None:
         """`sock_factory` makes the (unconnected) socket, e.g. one that lives in a
         client network namespace (netns.ns_socket) to reach a VIP there.
         `open_loop`: a fresh connection per request, one started every interval
-        whatever the earlier ones do (for HTTP/1.0 services and black holes)."""
+        whatever the earlier ones do (for HTTP/1.0 services and black holes).
+        `method`/`body`: e.g. a POST of a token request; `expect`: the statuses
+        that count as ok (default: any below 500), `expect_header`: a header
+        an ok answer must carry (e.g. X-Subject-Token). `fail_at_end`: a failed
+        sample is timed when the failure came back, not at the request's middle
+        (a slow request in flight at a kill fails after it: at its middle it
+        could fall before the fault and count in no outage)."""
         self.host, self.port, self.path = host, port, path
         self.interval, self.timeout, self.name = interval, timeout, name
         self.sock_factory = sock_factory
         self.open_loop = open_loop
+        self.expect = None if expect is None else frozenset(expect)
+        self.expect_header = expect_header.lower() if expect_header else None
+        self.fail_at_end = fail_at_end
         self._conn: Optional[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = None
-        self._req = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-                     "User-Agent: nfvha-verify\r\n\r\n").encode()
+        extra = (f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+                 if body or method != "GET" else "")
+        self._req = (f"{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                     f"User-Agent: nfvha-verify\r\n{extra}\r\n").encode() + body
+
+    def _ok(self, status: int) -> bool:
+        return status < 500 if self.expect is None else status in self.expect
 
     async def once(self) -> Sample:
         t0 = time.monotonic()
         own: list = []
         try:
             status, served = await asyncio.wait_for(self._request(own), self.timeout)
-            ok, detail = status < 500, served if status < 500 else f"HTTP {status} {served}"
+            ok = self._ok(status) and served is not None
+            detail = served if ok and served is not None else \
+                f"HTTP {status} {served if served is not None else 'no ' + str(self.expect_header)}"
         except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError,
                 asyncio.LimitOverrunError, ValueError) as exc:
             if not self.open_loop:
@@ -136,7 +155,8 @@ class HttpProbe(Probe):
             for w in own:          # open loop: each request's own connection
                 w.close()
         t1 = time.monotonic()
-        return Sample((t0 + t1) / 2, ok, 1000.0 * (t1 - t0), self.name, detail[:80])
+        t = t1 if self.fail_at_end and not ok else (t0 + t1) / 2
+        return Sample(t, ok, 1000.0 * (t1 - t0), self.name, detail[:80])
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         if self.sock_factory is None:
@@ -152,7 +172,7 @@ class HttpProbe(Probe):
             raise
         return await asyncio.open_connection(sock=sock)
 
-    async def _request(self, own: list) -> tuple[int, str]:
+    async def _request(self, own: list) -> tuple[int, Optional[str]]:
         if self.open_loop:
             reader, writer = await self._connect()
             own.append(writer)
@@ -178,6 +198,8 @@ class HttpProbe(Probe):
         if not self.open_loop and (conn == "close" or
                                    (parts[0] == "HTTP/1.0" and conn != "keep-alive")):
             await self.close()        # e.g. python's http.server: one request per connection
+        if self.expect_header is not None and not headers.get(self.expect_header):
+            return status, None
         served = headers.get("x-served-by") or body[:24].decode("latin-1").strip()
         return status, served
 
@@ -185,6 +207,32 @@ class HttpProbe(Probe):
         if self._conn is not None:
             self._conn[1].close()
             self._conn = None
+
+
+class ParallelProbe(Probe):
+    """`probes` run side by side as one probe (their samples all named `name`):
+    several clients, each closed loop on its own connection, so a slow request
+    (a token costs a Keystone ~0.1 s) does not leave the timeline unsampled."""
+
+    def __init__(self, probes: list, name: str = "http") -> None:
+        self.probes, self.name = list(probes), name
+        for p in self.probes:
+            p.name = name
+
+    @property
+    def interval(self) -> float:          # type: ignore[override]
+        return self.probes[0].interval
+
+    async def once(self) -> Sample:
+        return await self.probes[0].once()
+
+    async def run(self, record: Record, stop: asyncio.Event,
+                  on_change: Optional[OnChange] = None) -> None:
+        await asyncio.gather(*(p.run(record, stop, on_change) for p in self.probes))
+
+    async def close(self) -> None:
+        for p in self.probes:
+            await p.close()
 
 
 class TcpProbe(Probe):

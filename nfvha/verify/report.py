@@ -23,9 +23,15 @@ MARKS = {  # event kind → (colour, label)
     "fault": ("#d00000", "fault"),
     "detected": ("#ff8c00", "detected"),
     "alarm": ("#8a2be2", "alarm"),
+    # the backup took over: VIP moved (tc053), new queue leader (tc056)
+    "failover": ("#008b8b", "takeover"),
+    "fenced": ("#8b4513", "fenced"),       # the failed node shot (tc057)
     "instance_restarted": ("#1e90ff", "restarted"),
     "instance_back": ("#008000", "back"),
 }
+# what a scenario's main probe counts: lost requests, or (broker,
+# message queue) lost messages
+LOST_UNIT = {"publish": "messages", "mq": "messages"}
 
 
 def _e(x: Any) -> str:
@@ -126,6 +132,7 @@ def render_html(report: Dict[str, Any], model: Optional[Model] = None,
             f'<td>{_e(r["why"])}</td></tr>'
             for r in sc["requirements"])
         reached = sc.get("sal_reached")
+        lost_unit = LOST_UNIT.get(str(sc.get("facts", {}).get("main_probe")), "requests")
         meas = sc.get("measurement", {})
         rows.append(f"""
 <section class="scenario" id="sc-{_e(sc['name'])}">
@@ -133,11 +140,11 @@ def render_html(report: Dict[str, Any], model: Optional[Model] = None,
 <p class="sal-reached">SAL reached by the measured times:
 <b>{_e(reached or 'none')}</b> (target {_e(sal)})</p>
 <table class="figures"><tr>
-<th>detection</th><th>outage (precision)</th><th>recovery</th><th>requests lost</th>
+<th>detection</th><th>outage (precision)</th><th>recovery</th><th>lost</th>
 <th>baseline latency</th><th>degradation</th><th>samples (median / max gap)</th></tr>
 <tr><td>{_fmt(sc['detection_ms'])}</td>
 <td>{_fmt(sc['outage_ms'])} (+{_fmt(sc['outage_precision_ms'])})</td>
-<td>{_fmt(sc['recovery_ms'])}</td><td>{sc['lost']}</td>
+<td>{_fmt(sc['recovery_ms'])}</td><td class="lost">{sc['lost']} {lost_unit}</td>
 <td>{_e(meas.get('baseline_ms'))} ms</td><td>{_e(meas.get('degradation_pct'))} %</td>
 <td>{_e(meas.get('samples'))} ({_e(meas.get('median_gap_ms'))} / {_e(meas.get('max_gap_ms'))} ms)
 </td></tr></table>

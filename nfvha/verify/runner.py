@@ -2,9 +2,11 @@
 
 Scenario names: active-active (HAProxy with health checks),
 active-active-nocheck (the same without health checks: must fail
-Req 5.4.2/5.4.3), active-passive and message-queue (need the cluster
-engineer's deployments; "not yet available" until they are wired in), or a
-Yardstick test case YAML file.
+Req 5.4.2/5.4.3), active-passive and message-queue; the HA middleware as
+the victim (broker, load-balancer, cluster-manager and their broken
+variants, scenarios/middleware.py); keystone and keystone-nohealth (real
+Keystone behind HAProxy, tc046, scenarios/keystone.py); or a Yardstick test
+case YAML file.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ __all__ = ["NotAvailable", "ScenarioResult", "Session", "result", "SCENARIO_NAME
 
 SCENARIO_NAMES = ("active-active", "active-active-nocheck", "active-passive", "message-queue",
                   "broker", "broker-classic", "load-balancer", "load-balancer-notrack",
-                  "cluster-manager", "cluster-manager-nofence")
+                  "cluster-manager", "cluster-manager-nofence", "keystone", "keystone-nohealth")
 
 
 async def run_one(name: str, sal: sal_mod.Sal, model: Optional[Model] = None,
@@ -62,8 +64,11 @@ async def _run_one(name: str, sal: sal_mod.Sal, model: Model, session: Session
             from .scenarios import message_queue as mq
             record, m = await mq.run(cluster, note)
         return result(name, name, record, m, sal, model)
-    if name in SCENARIO_NAMES[4:]:        # the HA middleware as the victim (tc053/56/57)
-        from .scenarios import middleware
+    if name in ("keystone", "keystone-nohealth"):      # a real OpenStack API service (tc046)
+        from .scenarios import keystone
+        return await keystone.run_named(name, sal, model, session)
+    from .scenarios import middleware
+    if name in middleware.NAMES:          # the HA middleware as the victim (tc053/56/57)
         return await middleware.run(name, sal, model, session)
     raise ValueError(f"unknown scenario {name!r}; one of {', '.join(SCENARIO_NAMES)} "
                      "or a Yardstick test case .yaml")

@@ -14,12 +14,21 @@ class Session:
         self.cluster_manager = cluster_manager
         self.shared = SharedCluster()
         self._aa = None
+        self._keystone = None
 
     def active_active(self):
         if self._aa is None:
             from .scenarios.active_active import Instances
             self._aa = Instances(cluster_manager=self.cluster_manager, shared=self.shared)
         return self._aa
+
+    def keystone(self):
+        """Three Keystone instances (database, keys) for keystone and keystone-nohealth."""
+        if self._keystone is None:
+            from .scenarios.keystone import KeystoneInstances
+            self._keystone = KeystoneInstances(cluster_manager=self.cluster_manager,
+                                               shared=self.shared)
+        return self._keystone
 
     async def cluster(self):
         """The shared Pacemaker cluster, or None (with the reason) when the
@@ -35,7 +44,9 @@ class Session:
         return await self.shared.get(), None
 
     async def close(self) -> None:
-        if self._aa is not None:
-            await self._aa.stop()
-            self._aa = None
+        for attr in ("_aa", "_keystone"):
+            inst = getattr(self, attr)
+            if inst is not None:
+                setattr(self, attr, None)
+                await inst.stop()
         await self.shared.stop()

@@ -132,8 +132,11 @@ def cluster_recovers(r: Record, m: Measurement, sal: Sal) -> tuple:
         return False, "fail: no cluster manager" + (f" ({note})" if note else "") + by
     det = r.first("cm_detected", after=after)
     if restarted is None or serving is None:
+        late = "" if restarted is None else \
+            f"; restarted at {_ms(_since_fault(r, restarted.t))} but not serving by the end"
         return False, (f"{cm} did not bring {victim} back within the observation "
-                       f"(failure seen by {cm}: {_ms(_since_fault(r, det.t if det else None))})")
+                       f"(failure seen by {cm}: {_ms(_since_fault(r, det.t if det else None))}"
+                       f"{late})")
     how = (f"{cm} ({r.facts.get('cluster_monitor', '')}) saw the failed monitor at "
            f"{_ms(_since_fault(r, det.t if det else None))} and restarted {victim} at "
            f"{_ms(_since_fault(r, restarted.t))}")

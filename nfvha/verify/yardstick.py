@@ -42,12 +42,13 @@ their `key`, `command_name`, `monitor_time`, `monitor_number` and `sla`,
 GeneralHA's `operations`, `resultCheckers` and `steps` — and `where()` says
 what runs it here or, plainly, why nothing can: the attacked process
 decides (haproxy → `load-balancer`, rabbitmq-server → `broker`, nova-api →
-nfvha's active/active stand-in, corosync → `cluster-manager`;
-neutron-server, keystone, glance-api, cinder-api and swift-proxy have no
-deployment here yet). An
+nfvha's active/active stand-in, corosync → `cluster-manager`, keystone →
+`keystone`, real Keystone behind HAProxy; neutron-server, glance-api,
+cinder-api and swift-proxy have no deployment here). An
 `options.nfvha.deployment` still chooses the deployment explicitly. Their
-`openstack-cmd` monitors cannot run (no OpenStack here): the scenario's own
-client probe stands for them, and each monitor's SLA is judged against it.
+`openstack-cmd` monitors are not run (no OpenStack CLI and cloud here): the
+scenario's own client probe stands for them — for tc046 a real Keystone
+token request through HAProxy — and each monitor's SLA is judged against it.
 `python -m nfvha.verify.yardstick FILE...` prints that table.
 """
 from __future__ import annotations
@@ -67,10 +68,12 @@ SUPPORTED_FAULTS = {"kill-process": signal.SIGKILL, "stop-service": signal.SIGTE
 POD_FAULTS = ("kill-process", "drop-port")
 MIDDLEWARE = ("load-balancer", "load-balancer-notrack", "broker", "broker-classic",
               "cluster-manager", "cluster-manager-nofence")
+KEYSTONE = ("keystone", "keystone-nohealth")
 
 # The attacked process decides what runs a published case here.
 DEFAULT_DEPLOYMENT = {"nova-api": "active-active", "haproxy": "load-balancer",
-                      "rabbitmq-server": "broker", "corosync": "cluster-manager"}
+                      "rabbitmq-server": "broker", "corosync": "cluster-manager",
+                      "keystone": "keystone"}
 RUNS_AS = {
     "nova-api": "nfvha's active/active stand-in: HAProxy + 3 HTTP instances play nova-api",
     "haproxy": "scenario load-balancer: HAProxy on the VRRP master of two namespaces killed",
@@ -79,12 +82,13 @@ RUNS_AS = {
                 "nodes in namespaces, with fencing; the case's get-vip-host operations and "
                 "pacemaker-resource-checker checks read a Fuel deployment's resources "
                 "(vip__management, p_rabbitmq-server, p_conntrackd) and are not run",
+    "keystone": "scenario keystone: three real Keystone instances (PyPI, one MariaDB "
+                "database) behind HAProxy with health checks, one killed; a token request "
+                "through HAProxy stands for the 'openstack user list' monitor",
 }
 NOT_HERE = {
     "neutron-server": "neutron-server is not installed here (no OpenStack networking "
                       "service on this machine)",
-    "keystone": "Keystone is not installed here yet (a later session deploys it from PyPI "
-                "behind HAProxy)",
     "glance-api": "glance-api is not installed here (no OpenStack image service)",
     "cinder-api": "cinder-api is not installed here (no OpenStack block storage service)",
     "swift-proxy": "swift-proxy is not installed here (no OpenStack object storage)",
@@ -244,7 +248,7 @@ def _parse(text: str, name: str) -> Case:
     deployment = ext.get("deployment") or DEFAULT_DEPLOYMENT.get(proc, "active-active")
     allowed = POD_FAULTS if deployment == "pod" else (
         ("general-attacker", "kill-process") if deployment.startswith("cluster-manager") else
-        ("kill-process",) if deployment in MIDDLEWARE else tuple(SUPPORTED_FAULTS))
+        ("kill-process",) if deployment in MIDDLEWARE + KEYSTONE else tuple(SUPPORTED_FAULTS))
     if fault not in allowed:
         raise ValueError(f"fault_type {fault!r} not supported here; one of "
                          f"{', '.join(allowed)}")
@@ -312,7 +316,7 @@ async def run_case(path: str, target: sal_mod.Sal, model: Model, instances=None,
     if dep is None:
         raise NotAvailable(f"Yardstick case {name} cannot run here: {why}")
     case = parse(text, name=name)
-    if case.deployment in MIDDLEWARE:
+    if case.deployment in MIDDLEWARE + KEYSTONE:
         return await _run_middleware_case(case, target, model, session)
     if case.deployment == "pod":
         return await _run_pod_case(case, os.path.dirname(os.path.abspath(path)), target)
@@ -365,11 +369,16 @@ async def _run_pod_case(case: Case, base_dir: str, target: sal_mod.Sal):
 
 
 async def _run_middleware_case(case: Case, target: sal_mod.Sal, model: Model, session):
-    """tc053 / tc056: the HA middleware scenario, Yardstick's SLA beside our verdicts."""
-    from .scenarios import middleware
+    """tc046 / tc053 / tc056 / tc057: the scenario that plays the attacked
+    process (Keystone, the HA middleware), Yardstick's SLA beside our verdicts."""
     if session is None:
         raise ValueError(f"{case.name}: the {case.deployment} scenario needs a session")
-    res = await middleware.run(case.deployment, target, model, session)
+    if case.deployment in KEYSTONE:
+        from .scenarios import keystone
+        res = await keystone.run_named(case.deployment, target, model, session)
+    else:
+        from .scenarios import middleware
+        res = await middleware.run(case.deployment, target, model, session)
     res.name = case.name
     r = res.record
     r.facts["yardstick"] = {
@@ -377,8 +386,11 @@ async def _run_middleware_case(case: Case, target: sal_mod.Sal, model: Model, se
         "monitors": [x.get("monitor_type") for x in case.monitors],
         "openstack_cmd": [x.get("command_name") for x in case.monitors
                           if x.get("monitor_type") == "openstack-cmd"],
-        "stand_in": f"scenario {case.deployment}: its client probe stands for the "
-                    "openstack-cmd monitors (no OpenStack here)"}
+        "stand_in": (f"scenario {case.deployment}: a token request (POST /v3/auth/tokens) "
+                     "through HAProxy stands for the openstack-cmd monitors"
+                     if case.deployment in KEYSTONE else
+                     f"scenario {case.deployment}: its client probe stands for the "
+                     "openstack-cmd monitors (no OpenStack here)")}
     # Yardstick's process monitor counts the process running again: the restart
     back = r.first("instance_restarted", after=r.fault_at or 0.0)
     back_ms = None if back is None or r.fault_at is None else 1000.0 * (back.t - r.fault_at)

@@ -24,7 +24,7 @@ from ..attackers import KillProcess
 from ..engine import Phases, Plan, execute, free_port
 from ..haproxy import STATE_RE, Haproxy, HaproxyConfig, StatsWatcher
 from ..metrics import Measurement
-from ..probes import HttpProbe, ProcessProbe, TcpProbe, env_interval
+from ..probes import HttpProbe, Probe, ProcessProbe, TcpProbe, env_interval
 from ..timeline import Record
 
 NAME = "active-active"
@@ -44,8 +44,16 @@ class Options:
     monitor_ms: int = 100            # Pacemaker's monitor interval
     restart_delay_s: float = 1.0     # the stand-in supervisor's restart delay
     kill_signal: int = signal.SIGKILL
+    kill_tree: bool = False          # the instance's process and its descendants (WSGI workers)
     probe_interval_s: float = 0.005
     phases: Phases = None            # type: ignore[assignment]
+    name: str = NAME                 # the record's scenario name
+    # The clients' request through the LB port, and "is the victim serving
+    # again" on its own port; defaults: GET / (keep-alive), a TCP connect.
+    client_probe: Optional[Callable[[int, float], Probe]] = None     # (lb port, interval)
+    serving_probe: Optional[Callable[[int], Probe]] = None           # (victim port)
+    name_servers: bool = False       # HAProxy names the server in X-Served-By
+    lb_port: Optional[int] = None    # HAProxy's port (default: a free one)
 
     def __post_init__(self) -> None:
         if self.phases is None:
@@ -53,16 +61,18 @@ class Options:
             self.phases = Phases(baseline_s=1.0, observe_s=8.0 if self.checks else 4.0)
 
 
-async def _wait_tcp(port: int, timeout: float = 10.0) -> None:
+async def _wait_http(port: int, path: str, timeout: float = 10.0) -> None:
+    """GET path answers 2xx/3xx: serving, not just accepting (a WSGI server
+    listens before its worker has loaded the application)."""
     end = time.monotonic() + timeout
+    last = "no answer"
     while time.monotonic() < end:
-        try:
-            _, w = await asyncio.open_connection("127.0.0.1", port)
-            w.close()
+        s = await HttpProbe("127.0.0.1", port, path, timeout=2.0).once()
+        if s.ok and s.detail and not s.detail.startswith("HTTP 4"):
             return
-        except OSError:
-            await asyncio.sleep(0.02)
-    raise RuntimeError(f"instance on port {port} never came up")
+        last = s.detail
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"instance on port {port} never served GET {path} ({last})")
 
 
 def _backend_argv(name: str, port: int) -> List[str]:
@@ -80,11 +90,13 @@ class Instances:
                  restart_delay_s: float = 1.0,
                  shared: Optional[restarters.SharedCluster] = None,
                  argv_for: Optional[Callable[[str, int], List[str]]] = None,
-                 check_path: str = "/") -> None:
+                 check_path: str = "/", ready_timeout_s: float = 30.0) -> None:
         """`argv_for(name, port)`: the service to run as each instance (absolute path
         first; it must listen on 127.0.0.1:port and answer GET check_path with
-        2xx/3xx); default: nfvha's test backend."""
+        2xx/3xx); default: nfvha's test backend. `ready_timeout_s`: how long an
+        instance may take to serve after its start."""
         self.check_path = check_path
+        self.ready_timeout_s = ready_timeout_s
         self.shared = shared or restarters.SharedCluster()
         self._own_shared = shared is None
         self.names = [f"s{i}" for i in range(1, n + 1)]
@@ -115,14 +127,14 @@ class Instances:
             raise
         await self.ready()
 
-    async def ready(self, timeout: float = 30.0) -> None:
-        """Every instance alive and accepting (after a previous run's kill, too)."""
-        end = time.monotonic() + timeout
+    async def ready(self, timeout: Optional[float] = None) -> None:
+        """Every instance alive and serving (after a previous run's kill, too)."""
+        end = time.monotonic() + (timeout or self.ready_timeout_s)
         while time.monotonic() < end:
             if all(self.restarter.pid(n) for n in self.names):
                 break
             await asyncio.sleep(0.05)
-        await asyncio.gather(*(_wait_tcp(p, max(1.0, end - time.monotonic()))
+        await asyncio.gather(*(_wait_http(p, self.check_path, max(1.0, end - time.monotonic()))
                                for p in self.ports.values()))
 
     async def stop(self) -> None:
@@ -139,10 +151,10 @@ async def run(opts: Optional[Options] = None, instances: Optional[Instances] = N
     if instances is None:
         instances = Instances(opts.instances, cluster_manager=opts.cluster_manager,
                               monitor_ms=opts.monitor_ms, restart_delay_s=opts.restart_delay_s)
-    record = Record(NAME, time.monotonic())
+    record = Record(opts.name, time.monotonic())
     names, ports, restarter = instances.names, instances.ports, instances.restarter
     victim = names[opts.victim - 1]
-    lb_port = free_port()
+    lb_port = opts.lb_port or free_port()
     record.facts.update({
         "instances": names, "victim": victim, "checks": opts.checks,
         "health_check": (f"inter {opts.inter_ms} fall {opts.fall} rise {opts.rise}"
@@ -155,7 +167,7 @@ async def run(opts: Optional[Options] = None, instances: Optional[Instances] = N
     cfg = HaproxyConfig(lb_port, [(n, ports[n]) for n in names], checks=opts.checks,
                         inter_ms=opts.inter_ms, fall=opts.fall, rise=opts.rise,
                         retries=opts.retries, redispatch=opts.redispatch,
-                        check_path=instances.check_path)
+                        check_path=instances.check_path, name_server=opts.name_servers)
     try:
         if not instances.started:
             await instances.start()
@@ -171,8 +183,12 @@ async def run(opts: Optional[Options] = None, instances: Optional[Instances] = N
             await _wait_all_up(lb, names, opts.checks)
             _wire(record, lb, watcher, victim)
             interval = env_interval(opts.probe_interval_s)
-            http = HttpProbe("127.0.0.1", lb_port, interval=interval, name="http")
-            direct = TcpProbe("127.0.0.1", ports[victim], interval=0.01, name=f"tcp:{victim}")
+            http = (opts.client_probe(lb_port, interval) if opts.client_probe is not None
+                    else HttpProbe("127.0.0.1", lb_port, interval=interval))
+            http.name = "http"              # the main probe, whatever its request
+            direct = (opts.serving_probe(ports[victim]) if opts.serving_probe is not None
+                      else TcpProbe("127.0.0.1", ports[victim], interval=0.01,
+                                    name=f"tcp:{victim}"))
 
             def direct_change(ok: bool, t: float, detail: str) -> None:
                 if record.fault_at is None:
@@ -186,7 +202,8 @@ async def run(opts: Optional[Options] = None, instances: Optional[Instances] = N
             def done(r: Record) -> bool:
                 return r.first("instance_back") is not None
 
-            attacker = KillProcess(lambda: restarter.pid(victim), sig=opts.kill_signal)
+            attacker = KillProcess(lambda: restarter.pid(victim), sig=opts.kill_signal,
+                                   tree=opts.kill_tree)
 
             async def watch_cluster(stop: asyncio.Event) -> None:
                 await restarter.watch(record, victim, stop)
@@ -200,7 +217,7 @@ async def run(opts: Optional[Options] = None, instances: Optional[Instances] = N
                     record.mark("process_back" if ok else "process_gone", t,
                                 f"{victim} {detail}")
 
-            plan = Plan(NAME, [(http, None), (direct, direct_change), (proc, proc_change)],
+            plan = Plan(opts.name, [(http, None), (direct, direct_change), (proc, proc_change)],
                         attacker, watchers=[watcher.run, watch_cluster], done=done)
             m = await execute(plan, record, opts.phases)
             fault = record.fault_at or 0.0
