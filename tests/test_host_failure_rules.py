@@ -8,6 +8,7 @@ import socket
 from typing import Any
 
 import pytest
+from openstack import exceptions as sdk_exc
 
 from nfvha.controller.hostfailure import (
     AGENT_ONLY,
@@ -170,6 +171,15 @@ async def test_probe_of_a_name_that_does_not_resolve_tells_nothing() -> None:
 
 
 # --- Masakari: one COMPUTE_HOST notification per host ---------------------------------
+def http_error(status: int, message: str) -> sdk_exc.HttpException:
+    """What openstacksdk raises for an HTTP answer of ``status``."""
+    import requests
+
+    r = requests.Response()
+    r.status_code, r._content = status, b""
+    return sdk_exc.HttpException(message=message, response=r)
+
+
 class _Created:
     notification_uuid = "n-1"
 
@@ -215,14 +225,12 @@ async def test_masakari_gets_one_host_notification_for_all_vms_of_a_down_host() 
 
 
 async def test_masakari_host_notification_failure_is_retried_and_a_duplicate_is_done() -> None:
-    from openstack import exceptions as sdk_exc
-
     from nfvha.controller.reporters import Retry
     from nfvha.controller.reporters.masakari import MasakariReporter
 
-    dup = sdk_exc.HttpException(message="Notification received from host c1 of type "
-                                        "COMPUTE_HOST is duplicate.", http_status=409)
-    ha = _InstanceHA([sdk_exc.HttpException(message="boom", http_status=503), dup])
+    dup = http_error(409, "Notification received from host c1 of type COMPUTE_HOST is "
+                          "duplicate.")
+    ha = _InstanceHA([http_error(503, "boom"), dup])
     rep = MasakariReporter(lambda: _Conn(ha))  # type: ignore[arg-type,return-value]
     ev = {"id": "e1", "instance_uuid": "vm1", "host": "c1", "kind": "host_down",
           "corrective_action": "none", "detail": "",

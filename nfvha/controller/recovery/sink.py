@@ -106,13 +106,20 @@ class RecoverySink:
         rec = await c.store("get_action", event["id"])
         if rec is not None and rec["status"] != "waiting":
             return await self._resume(event, rec)
-        action = self.executor.actions.get(event["corrective_action"])
+        # host_down (controller/hostfailure.py): the host is gone, its agent
+        # with it; only an executor that acts without the host (Nova's
+        # evacuate) has an action for it, and the silence is the point
+        host_down = event["kind"] == "host_down"  # hostfailure.HOST_DOWN_KIND
+        actions = getattr(self.executor, "host_down_actions", {}) if host_down \
+            else self.executor.actions
+        action = actions.get(event["corrective_action"])
         if action is None:
             return await self._skip(event, None,
                                     f"corrective_action {event['corrective_action']}: "
-                                    f"no action in mode {self.mode}")
+                                    f"no action{' for host_down' if host_down else ''} in "
+                                    f"mode {self.mode}")
         while True:
-            if c.host_silent(event["host"]):
+            if not host_down and c.host_silent(event["host"]):
                 return await self._skip(event, action, f"compute host {event['host']} is "
                                                        "silent: its agent cannot act or see "
                                                        "the guest come back")
