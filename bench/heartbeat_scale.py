@@ -7,6 +7,14 @@ in other processes, up to 250 per process. Every guest is healthy, so any
 fault in the measured window is a false alarm.
 
     python bench/heartbeat_scale.py [--quick] [--sizes 100,500,1000] [--interval-ms 100]
+        [--tree DIR] [--rounds N]
+
+--tree runs the measured agent from another checkout (``git worktree add
+/tmp/oldtree <rev>``; the guests stay this checkout's), so old and new code
+are compared under the same conditions; --rounds N with --tree alternates
+old/new N times per size and prints both. In the agent's environment,
+NFVHA_BENCH_PROFILE=FILE writes a cProfile of the agent there and
+NFVHA_BENCH_LOOP=uvloop runs it on uvloop (if installed).
 
 Round trip = challenge written by the agent -> valid answer read by the
 agent (its own monotonic clock). "late" = how long after its deadline a
@@ -29,7 +37,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+# the measured agent's checkout (--tree) comes first, whatever the script's own
+sys.path.insert(0, os.environ.get("NFVHA_BENCH_TREE", str(ROOT)))
 from _common import StubController, pct  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -100,17 +109,23 @@ print(json.dumps({"p99": lat[int(0.99 * len(lat))] if lat else None,
 
 # ---- the driver ------------------------------------------------------------------------------
 
-def cpu_seconds(pid: int) -> float:
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK  # utime, stime
+
+
+def cpu_seconds(pid: int) -> float:
+    return sum(cpu_times(pid))
 
 
 class Child:
-    def __init__(self, args: list[str]) -> None:
-        self.proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, text=True,
+    def __init__(self, args: list[str], tree: Path = ROOT) -> None:
+        self.proc = subprocess.Popen([sys.executable, *args], cwd=tree, text=True,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     env={**os.environ, "PYTHONPATH": str(ROOT)})
+                                     env={**os.environ, "PYTHONPATH": str(tree),
+                                          "NFVHA_BENCH_TREE": str(tree)})
 
     def ask(self, cmd: str | None = None) -> dict[str, Any]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -133,7 +148,8 @@ class Child:
             self.proc.wait()
 
 
-def run_size(n: int, interval_ms: int, seconds: float, per_proc: int) -> dict[str, Any]:
+def run_size(n: int, interval_ms: int, seconds: float, per_proc: int,
+             tree: Path = ROOT) -> dict[str, Any]:
     directory = tempfile.mkdtemp(prefix="nfvha-bench-", dir="/tmp")
     guests: list[Child] = []
     agent: Child | None = None
@@ -147,7 +163,7 @@ def run_size(n: int, interval_ms: int, seconds: float, per_proc: int) -> dict[st
             guests.append(g)
             left -= k
         agent = Child([str(Path(__file__).resolve()), "--agent", directory,
-                       "--interval-ms", str(interval_ms)])
+                       "--interval-ms", str(interval_ms)], tree)
         t0 = time.monotonic()
         while True:
             st = agent.ask("status")
@@ -160,17 +176,19 @@ def run_size(n: int, interval_ms: int, seconds: float, per_proc: int) -> dict[st
         time.sleep(min(2.0, seconds / 2))  # warm-up
         agent.ask("reset")
         pid = agent.proc.pid
-        c0, w0 = cpu_seconds(pid), time.monotonic()
+        (u0, s0), w0 = cpu_times(pid), time.monotonic()
         g0 = sum(cpu_seconds(g.proc.pid) for g in guests)
         control = subprocess.Popen([sys.executable, "-c", CONTROL], text=True,
                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         time.sleep(seconds)
-        c1, w1 = cpu_seconds(pid), time.monotonic()
+        (u1, s1), w1 = cpu_times(pid), time.monotonic()
         g1 = sum(cpu_seconds(g.proc.pid) for g in guests)
         rep = agent.ask("report")
         ctl_out, _ = control.communicate("", timeout=10)
         return {"guests": n, "interval_ms": interval_ms, "seconds": round(w1 - w0, 2),
-                "cpu_pct": 100.0 * (c1 - c0) / (w1 - w0),
+                "cpu_pct": 100.0 * (u1 + s1 - u0 - s0) / (w1 - w0),
+                "sys_pct": 100.0 * (s1 - s0) / (w1 - w0), "tree": str(tree),
+                "cpu_s": u1 + s1 - u0 - s0,
                 "guest_cpu_pct": 100.0 * (g1 - g0) / (w1 - w0),
                 "registered_s": registered_s, "control": json.loads(ctl_out), **rep}
     finally:
@@ -179,6 +197,12 @@ def run_size(n: int, interval_ms: int, seconds: float, per_proc: int) -> dict[st
         for g in guests:
             g.close()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def per_answer_us(r: dict[str, Any]) -> float | None:
+    """Agent CPU per challenge answered: what a cycle costs, less sensitive to
+    how many cycles a loaded machine let the agent run than CPU % is."""
+    return 1e6 * r["cpu_s"] / r["rtt"]["n"] if r["rtt"]["n"] else None
 
 
 def fmt(x: float | None, digits: int = 2) -> str:
@@ -193,33 +217,58 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=None, help="measured window per size")
     p.add_argument("--guests-per-process", type=int, default=250)
     p.add_argument("--json", action="store_true", help="print the results as JSON too")
+    p.add_argument("--tree", type=Path, default=None,
+                   help="also measure the agent of this checkout (e.g. a git worktree of an "
+                        "older revision), alternating with this one")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="with --tree: old/new pairs per size (alternating)")
     p.add_argument("--agent", metavar="DIR", help=argparse.SUPPRESS)  # the measured child
     args = p.parse_args()
     if args.agent:
-        asyncio.run(agent_main(args.agent, args.interval_ms))
+        profile = os.environ.get("NFVHA_BENCH_PROFILE")
+        if profile:
+            import cProfile
+            cProfile.runctx("asyncio.run(agent_main(args.agent, args.interval_ms))",
+                            globals(), locals(), profile)
+        elif os.environ.get("NFVHA_BENCH_LOOP") == "uvloop":
+            import uvloop
+            uvloop.run(agent_main(args.agent, args.interval_ms))
+        else:
+            asyncio.run(agent_main(args.agent, args.interval_ms))
         return 0
     seconds = args.seconds or (3.0 if args.quick else 10.0)
     sizes = [int(s) for s in args.sizes.split(",")]
     print(f"compute agent CPU and challenge round trip, interval {args.interval_ms} ms, "
           f"{seconds:.0f} s per size; {os.cpu_count()} CPUs, load average before "
           f"{os.getloadavg()[0]:.2f}")
-    print(f"{'guests':>6} {'agent CPU %':>11} {'RTT median':>10} {'RTT p99':>8} {'RTT max':>8} "
-          f"{'late p99':>8} {'challenges':>10} {'false alarms':>12} {'guests CPU %':>12} "
-          f"{'idle wake p99':>13}")
+    trees = [ROOT] if args.tree is None else [args.tree.resolve(), ROOT]
+    rounds = max(1, args.rounds) if args.tree is not None else 1
+    code = "code " if args.tree is not None else ""
+    print(f"{code}{'guests':>6} {'agent CPU %':>11} {'(system)':>8} {'RTT median':>10} "
+          f"{'RTT p99':>8} {'RTT max':>8} {'late p99':>8} {'challenges':>10} "
+          f"{'false alarms':>12} {'guests CPU %':>12} {'idle wake p99':>13} {'µs/answer':>9}")
     results = []
     ok = True
     for n in sizes:
-        r = run_size(n, args.interval_ms, seconds, args.guests_per_process)
-        results.append(r)
-        print(f"{n:>6} {fmt(r['cpu_pct'], 1):>11} {fmt(r['rtt']['median']):>10} "
-              f"{fmt(r['rtt']['p99']):>8} {fmt(r['rtt']['max']):>8} {fmt(r['late']['p99']):>8} "
-              f"{r['rtt']['n']:>10} {r['faults']:>12} {fmt(r['guest_cpu_pct'], 1):>12} "
-              f"{fmt(r['control']['p99']):>13}", flush=True)
-        ok &= r["faults"] == 0
+        for _ in range(rounds):
+            for tree in trees:
+                r = run_size(n, args.interval_ms, seconds, args.guests_per_process, tree)
+                results.append(r)
+                name = ("new  " if tree == ROOT else "old  ") if args.tree is not None else ""
+                print(f"{name}{n:>6} {fmt(r['cpu_pct'], 1):>11} {fmt(r['sys_pct'], 1):>8} "
+                      f"{fmt(r['rtt']['median']):>10} {fmt(r['rtt']['p99']):>8} "
+                      f"{fmt(r['rtt']['max']):>8} {fmt(r['late']['p99']):>8} "
+                      f"{r['rtt']['n']:>10} {r['faults']:>12} "
+                      f"{fmt(r['guest_cpu_pct'], 1):>12} {fmt(r['control']['p99']):>13} "
+                      f"{fmt(per_answer_us(r), 1):>9}", flush=True)
+                ok &= r["faults"] == 0
     print("(ms; RTT = challenge written -> answer read by the agent; late = challenge sent "
-          "after its deadline by; CPU = % of one core, from /proc/<pid>/stat; idle wake p99 = "
-          "how late a separate idle process woke from a 10 ms sleep in the same window: the "
-          "machine's own scheduling noise, for scale)")
+          "after its deadline by; CPU = % of one core, from /proc/<pid>/stat, (system) the "
+          "kernel's part of it; idle wake p99 = how late a separate idle process woke from a "
+          "10 ms sleep in the same window: the machine's own scheduling noise, for scale; "
+          "µs/answer = agent CPU per challenge answered"
+          + ("; old = the agent of --tree, new = this checkout's, alternating" if args.tree
+             else "") + ")")
     if args.json:
         print(json.dumps(results, indent=2))
     return 0 if ok else 1

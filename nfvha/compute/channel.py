@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from nfvha.compute.ratelimit import ReadThrottle
 from nfvha.protocol.framing import encode
@@ -48,7 +48,8 @@ class GuestChannel(asyncio.BufferedProtocol):
 
     # -- asyncio callbacks -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports have the Transport methods without the base class
+        transport = cast(asyncio.Transport, transport)
         self.connecting = False
         if self.closing:  # forgotten or stopping while the connect was under way
             transport.abort()

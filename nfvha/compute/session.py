@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from nfvha.compute import cpusample
+from nfvha.compute import cpusample, timers
 from nfvha.compute.channel import GuestChannel
 from nfvha.compute.ratelimit import Every, TokenBucket
 from nfvha.compute.samples import Samples
@@ -89,7 +89,9 @@ class InstanceSession(GuestChannel):
             self.sg_state = sg.session(replace(single_port, instance=instance_uuid))
         self._max_msg = hb.MAX_MSG if self.sg_state is None else sg.MAX_MSG
         self.decoder = LineDecoder(self._max_msg)
-        self._timer: asyncio.TimerHandle | None = None
+        # on the loop's one timer heap (compute/timers.py), not a loop handle each
+        self._timers: timers.Timers | None = None
+        self._timer: timers.Timer | None = None
         self._timer_when: float | None = None  # the machine's deadline the timer serves
         self._timer_at: float | None = None  # when the timer actually fires (with spread)
         self._timer_early = False  # the timer feeds Tick(early=True): re-phasing
@@ -107,6 +109,7 @@ class InstanceSession(GuestChannel):
     # -- asyncio protocol callbacks ------------------------------------------------
     def _on_connected(self) -> None:
         self.decoder = LineDecoder(self._max_msg)
+        self._timers = timers.for_loop()
         assert self.transport is not None
         sock = self.transport.get_extra_info("socket")
         self.peer_pid = cpusample.peer_pid(sock)
@@ -240,7 +243,9 @@ class InstanceSession(GuestChannel):
                 self._timer_early = True
             self._timer_when = deadline
             self._timer_at = at
-            self._timer = asyncio.get_running_loop().call_at(at, self._on_timer)
+            if self._timers is None:
+                self._timers = timers.for_loop()
+            self._timer = self._timers.call_at(at, self._on_timer)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

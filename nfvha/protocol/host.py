@@ -401,12 +401,24 @@ def state_changed(state: HostState) -> StateChanged:
     )
 
 
+# The keyed hash of each seed, before any input: copying one costs half of
+# keying a new one (the key fills a whole first block). A pure cache: the same
+# nonces; bounded, since a seed lives as long as its channel's state.
+_KEYED: Dict[int, hashlib._Hash] = {}
+_KEYED_MAX = 4096
+
+
 def _prf_nonce(seed: int, counter: int) -> int:
     # A keyed hash of a counter: unpredictable without the seed, unlike any
     # PRNG whose state a guest could rebuild from the challenges it sees.
-    digest = hashlib.blake2b(counter.to_bytes(8, "big"), digest_size=4,
-                             key=seed.to_bytes(32, "big")).digest()
-    return int.from_bytes(digest, "big") & NONCE_MAX
+    keyed = _KEYED.get(seed)
+    if keyed is None:
+        if len(_KEYED) >= _KEYED_MAX:
+            _KEYED.clear()
+        keyed = _KEYED[seed] = hashlib.blake2b(digest_size=4, key=seed.to_bytes(32, "big"))
+    h = keyed.copy()
+    h.update(counter.to_bytes(8, "big"))
+    return int.from_bytes(h.digest(), "big") & NONCE_MAX
 
 
 def _violation(state: HostState, reason: str) -> Tuple[HostState, List[Output]]:
@@ -430,13 +442,14 @@ def _challenge(state: HostState, now: float, nonce: Optional[int] = None) -> Tup
         nonce ^= 1
     assert state.registration is not None
     rto = _rto_ms(state) / 1000.0
+    seq = (state.sequence + 1) & hb.UINT32_MAX  # what _send does, in the same one copy
     state = _evolve(
         state, nonce_counter=counter, previous_nonce=state.nonce, nonce=nonce, answered=False,
         challenged_at=now, deadline=now + state.registration.interval_ms / 1000.0,
         judged=False, respond_by=now + rto, probe_at=now + rto - min(rto / 2.0, 0.010),
-        extended_ms=0.0, lag_extended=False, baseline=None, origin=None,
+        extended_ms=0.0, lag_extended=False, baseline=None, origin=None, sequence=seq,
     )
-    return _send(state, hb.build_challenge, heartbeat_challenge=nonce)
+    return state, Send(hb.build_challenge(sequence=seq, heartbeat_challenge=nonce))
 
 
 def _share(baseline: Optional[Tuple[float, CpuSample]], sample: Optional[CpuSample],
@@ -651,22 +664,25 @@ def _response(state: HostState, msg: dict, now: float) -> Tuple[HostState, List[
             srtt = 0.875 * srtt + 0.125 * sample
         count += 1
     streak = state.streak + 1
-    state = _evolve(
-        state, answered=True, misses=0, rtt_ms=rtt_ms, srtt_ms=srtt, rttvar_ms=rttvar,
-        rtt_count=count, streak=streak, baseline=None, probe_at=None,
-        extended_streak=state.extended_streak + 1 if extended else 0,
-        ontime_streak=state.ontime_streak + 1 if ontime else 0)
-    if not state.starved and state.extended_streak >= cfg.starved_after:
-        state = _evolve(state, starved=True)
+    extended_streak = state.extended_streak + 1 if extended else 0
+    ontime_streak = state.ontime_streak + 1 if ontime else 0
+    starved = state.starved
+    if not starved and extended_streak >= cfg.starved_after:
+        starved = True
         outputs.append(Starved(True, f"the guest answered only after its deadline was "
-                                     f"extended, {state.extended_streak} challenges in a row"))
-    elif state.starved and state.ontime_streak >= cfg.clear_starved_after:
-        state = _evolve(state, starved=False)
-        outputs.append(Starved(False, f"{state.ontime_streak} answers in a row on time"))
+                                     f"extended, {extended_streak} challenges in a row"))
+    elif starved and ontime_streak >= cfg.clear_starved_after:
+        starved = False
+        outputs.append(Starved(False, f"{ontime_streak} answers in a row on time"))
     health = msg["heartbeat_health"]
     old_phase, old_health = state.phase, state.health
     phase = ENABLED if old_phase == ENABLED or streak >= cfg.reenable_after else FAILED
-    state = _evolve(state, phase=phase, health=health)
+    # one copy per answer: this runs for every guest every interval
+    state = _evolve(
+        state, answered=True, misses=0, rtt_ms=rtt_ms, srtt_ms=srtt, rttvar_ms=rttvar,
+        rtt_count=count, streak=streak, baseline=None, probe_at=None,
+        extended_streak=extended_streak, ontime_streak=ontime_streak, starved=starved,
+        phase=phase, health=health)
     if health == "unhealthy" and old_health != "unhealthy":
         outputs.append(Fault("unhealthy", msg["corrective_action"],
                              msg["log_msg"] or "guest reports unhealthy"))

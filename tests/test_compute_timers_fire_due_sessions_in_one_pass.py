@@ -1,0 +1,102 @@
+"""compute/timers.py: one heap and one loop handle for every session's deadline."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+from nfvha.compute import timers
+
+
+async def _sleep_until(t: float) -> None:
+    await asyncio.sleep(max(0.0, t - time.monotonic()))
+
+
+async def test_timers_fire_in_deadline_order_never_before_their_time() -> None:
+    t = timers.Timers(asyncio.get_running_loop())
+    fired: list[tuple[str, float]] = []
+    now = time.monotonic()
+    for name, dt in (("c", 0.030), ("a", 0.010), ("b", 0.020)):
+        t.call_at(now + dt, lambda name=name: fired.append((name, time.monotonic())))
+    await _sleep_until(now + 0.5)
+    assert [n for n, _ in fired] == ["a", "b", "c"]
+    for (_, at), dt in zip(fired, (0.010, 0.020, 0.030)):
+        assert at >= now + dt
+    assert len(t) == 0
+
+
+async def test_a_cancelled_timer_never_fires_and_leaves_the_heap() -> None:
+    t = timers.Timers(asyncio.get_running_loop())
+    fired: list[int] = []
+    now = time.monotonic()
+    keep = t.call_at(now + 0.02, lambda: fired.append(1))
+    gone = t.call_at(now + 0.01, lambda: fired.append(2))
+    gone.cancel()
+    gone.cancel()  # twice is once
+    assert gone.cancelled and not keep.cancelled and len(t) == 1
+    await _sleep_until(now + 0.3)
+    assert fired == [1]
+    assert len(t._heap) == 0 and t._cancelled == 0
+
+
+async def test_timers_due_within_one_granule_share_one_wakeup() -> None:
+    t = timers.Timers(asyncio.get_running_loop(), granularity=0.010)
+    fired: list[float] = []
+    base = time.monotonic() + 0.05
+    start = (int(base / 0.010) + 1) * 0.010  # a granule boundary
+    for i in range(10):  # ten entries inside one 10 ms granule
+        t.call_at(start + 0.0005 + i * 0.0009, lambda: fired.append(time.monotonic()))
+    await _sleep_until(start + 0.3)
+    assert len(fired) == 10
+    assert t.counters["wakeups"] == 1 and t.counters["fired"] == 10
+
+
+async def test_a_failing_callback_does_not_stop_the_others() -> None:
+    t = timers.Timers(asyncio.get_running_loop())
+    fired: list[str] = []
+    now = time.monotonic()
+
+    def boom() -> None:
+        raise RuntimeError("a session's bug")
+
+    t.call_at(now + 0.005, boom)
+    t.call_at(now + 0.005, lambda: fired.append("after"))
+    t.call_at(now + 0.040, lambda: fired.append("later"))
+    await _sleep_until(now + 0.3)
+    assert fired == ["after", "later"]
+
+
+async def test_a_callback_rearming_in_the_past_runs_on_the_next_turn_not_forever() -> None:
+    loop = asyncio.get_running_loop()
+    t = timers.Timers(loop)
+    runs: list[int] = []
+    other: list[int] = []
+
+    def again() -> None:
+        runs.append(1)
+        if len(runs) < 50:
+            t.call_at(time.monotonic() - 1.0, again)  # due already
+
+    t.call_at(time.monotonic(), again)
+    loop.call_soon(lambda: other.append(len(runs)))  # the loop still turns in between
+    await asyncio.sleep(0.3)
+    assert len(runs) == 50
+    assert other and other[0] < 50
+
+
+async def test_rearming_many_times_keeps_the_heap_near_its_live_size() -> None:
+    t = timers.Timers(asyncio.get_running_loop())
+    now = time.monotonic()
+    live = [t.call_at(now + 10 + i, lambda: None) for i in range(100)]
+    for _ in range(20):  # every session re-arms 20 times: 2000 dead entries made
+        for i, timer in enumerate(live):
+            timer.cancel()
+            live[i] = t.call_at(now + 10 + i + 0.5, lambda: None)
+    assert len(t) == 100
+    assert len(t._heap) <= 2 * 100 + 64 + 1
+    for timer in live:
+        timer.cancel()
+
+
+async def test_one_timers_per_loop() -> None:
+    a = timers.for_loop()
+    assert timers.for_loop(asyncio.get_running_loop()) is a
