@@ -103,7 +103,10 @@ def timeline_svg(sc: Dict[str, Any], width: int = 900) -> str:
     axis_y = bad_y + row_h + 14
     for k in range(6):
         t = t0 + span * k / 5
-        parts.append(f'<text x="{x(t) - 10:.1f}" y="{axis_y}">{t:.0f}</text>')
+        # the last tick ends at the plot's right edge (a longer number was cut off)
+        anchor = ' text-anchor="end"' if k == 5 else ""
+        xx = x(t) if k == 5 else x(t) - 10
+        parts.append(f'<text x="{xx:.1f}" y="{axis_y}"{anchor}>{t:.0f}</text>')
     parts.append(f'<text x="{width - 150}" y="{axis_y + 12}">ms since the fault</text>')
     parts.append("</svg>")
     return "".join(parts)
