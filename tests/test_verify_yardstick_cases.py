@@ -3,6 +3,7 @@ read as written, mapped to what runs here, or refused with the reason."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from importlib import resources
@@ -91,3 +92,13 @@ def test_cli_exit_3_and_the_table():
     assert t.returncode == 0
     assert t.stdout.count("cannot run here") == 4 and t.stdout.count("runs here as") == 4
     assert "check-rabbitmq-master" in t.stdout and "not run here" in t.stdout
+
+
+def test_keystone_without_its_venv_exits_3_with_the_reason_before_anything_starts(tmp_path):
+    env = {**os.environ, "NFVHA_OPENSTACK_VENV": str(tmp_path / "none")}
+    for target in (path("tc046"), "keystone-nohealth"):
+        p = subprocess.run([sys.executable, "-m", "nfvha.cli.main", "verify", "run", target],
+                           capture_output=True, text=True, timeout=60, env=env)
+        assert p.returncode == 3, p.stderr
+        assert "Keystone is not installed" in p.stderr
+        assert "scripts/install-openstack.sh" in p.stderr
