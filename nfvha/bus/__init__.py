@@ -44,8 +44,11 @@ class Bus(Protocol):
     # compute -> controller
     async def call_controller(self, method: str, **kwargs: Any) -> Any: ...
     async def cast_controller(self, method: str, **kwargs: Any) -> None: ...
-    # to every controller (each must hear it); may be dropped while an
-    # earlier one with the same method and `host` is still on its way
+    # to every controller (each must hear it); best effort: one a controller
+    # away from the broker for seconds may expire, and one made while an
+    # earlier one with the same method, `host` and `uuid` is still on its
+    # way may be merged into the next (later fields win): send snapshots
+    # or field changes, never something that must arrive as such
     async def fanout_controller(self, method: str, **kwargs: Any) -> None: ...
     # to the one controller (by its controller_id) that asked for something
     async def reply_controller(self, server: str, method: str, **kwargs: Any) -> None: ...

@@ -21,6 +21,7 @@ private ``ConfigOpts`` its first call fails with "no such option".
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import socket
@@ -238,23 +239,49 @@ class OsloBus:
     async def cast_controller(self, method: str, **kwargs: Any) -> None:
         self._publish("controller", self._controller_client.cast, {}, method, **kwargs)
 
+    # fanouts made while the previous one of their key was on its way
+    _fanouts_held: dict[str, dict[str, Any]] | None = None
+
     async def fanout_controller(self, method: str, **kwargs: Any) -> None:
         if self._controller_fanout is not None:
             # older than this in a queue (a controller away from the broker)
             # it would tell of a host that may have died since
             self._controller_fanout.cast(None, method, kwargs, ttl_s=CONTROLLER_FANOUT_TTL_S)
             return
-        # Periodic liveness: with the broker away a cast blocks its publisher
-        # thread for the reconnect retries; stale ones must not pile up in
-        # front of the state casts, so one at a time per method and host.
-        key = f"{method}:{kwargs.get('host')}"
+        self._fanout_oslo(method, kwargs)
+
+    def _fanout_oslo(self, method: str, kwargs: dict[str, Any]) -> None:
+        # With the broker away a cast blocks its publisher thread for the
+        # reconnect retries; stale ones must not pile up in front of the
+        # state casts, so one at a time per method, host and instance. One
+        # made meanwhile is held (merged into any held before it: later
+        # fields win) and goes when the one on its way is out, so the
+        # controllers get the newest snapshot (alive, sg_instances, sg_links)
+        # and every field of a change (sg_member_changed), never a stale one.
+        key = f"{method}:{kwargs.get('host')}:{kwargs.get('uuid')}"
+        if self._fanouts_held is None:
+            self._fanouts_held = {}
+        held = self._fanouts_held
         pending = self._fanouts.get(key)
         if pending is not None and not pending.done():
-            LOG.debug("fanout %s dropped: the previous one is still on its way", key)
+            if key not in held:
+                loop = asyncio.get_running_loop()
+
+                def release(_f: Future[Any]) -> None:  # in the publisher thread
+                    with contextlib.suppress(RuntimeError):  # the loop closed: stopping
+                        loop.call_soon_threadsafe(self._release_fanout, key, method)
+
+                pending.add_done_callback(release)
+            held[key] = {**held.get(key, {}), **kwargs}
             return
         self._fanouts[key] = self._publish(
             "controller-fanout", self._controller_client.prepare(fanout=True).cast, {},
             method, **kwargs)
+
+    def _release_fanout(self, key: str, method: str) -> None:
+        kwargs = (self._fanouts_held or {}).pop(key, None)
+        if kwargs is not None and self._transport is not None:
+            self._fanout_oslo(method, kwargs)
 
     async def reply_controller(self, server: str, method: str, **kwargs: Any) -> None:
         # oslo's RPC server also listens on <topic>.<server>: a cast there
