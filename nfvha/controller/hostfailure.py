@@ -234,8 +234,11 @@ async def tcp_answers(address: str, port: int, timeout_s: float) -> tuple[str, s
 
 
 class TcpProbe:
-    """The management-address signal: ``count`` connects ``interval_s``
-    apart; the first answer ends it (up), no answer to any is down."""
+    """The management-address signal: ``count`` connects started
+    ``interval_s`` apart, each waiting up to ``timeout_s`` (they overlap, so
+    a host that is gone is known after (count - 1) x interval + timeout,
+    not count x timeout); the first answer ends it (up), no answer to any
+    is down."""
     name = "probe"
 
     def __init__(self, port: int, count: int = 3, interval_s: float = 0.2,
@@ -244,19 +247,26 @@ class TcpProbe:
             timeout_s
 
     async def check(self, address: str) -> tuple[str, str]:
-        last = (UNKNOWN, "not probed")
-        downs = 0
-        for i in range(self.count):
-            if i:
-                await asyncio.sleep(self.interval_s)
-            verdict, how = await tcp_answers(address, self.port, self.timeout_s)
-            if verdict == UP:
-                return UP, f"{address}:{self.port} {how}"
-            last = (verdict, how)
-            downs += verdict == DOWN
-        if downs == self.count:
-            return DOWN, f"{address}:{self.port} no answer to {self.count} connects ({last[1]})"
-        return UNKNOWN, f"{address}:{self.port} {last[1]}"
+        async def attempt(i: int) -> tuple[str, str]:
+            await asyncio.sleep(i * self.interval_s)
+            return await tcp_answers(address, self.port, self.timeout_s)
+
+        tasks = [asyncio.ensure_future(attempt(i)) for i in range(self.count)]
+        results: list[tuple[str, str]] = []
+        try:
+            for next_done in asyncio.as_completed(tasks):
+                verdict, how = await next_done
+                if verdict == UP:
+                    return UP, f"{address}:{self.port} {how}"
+                results.append((verdict, how))
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        last = results[-1][1] if results else "not probed"
+        if all(v == DOWN for v, _ in results):
+            return DOWN, f"{address}:{self.port} no answer to {self.count} connects ({last})"
+        return UNKNOWN, f"{address}:{self.port} {last}"
 
 
 class NovaComputeService:
