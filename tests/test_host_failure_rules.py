@@ -240,3 +240,35 @@ async def test_masakari_host_notification_failure_is_retried_and_a_duplicate_is_
     note = await rep.deliver(ev)                     # the retry: Masakari has it already
     assert "already recovers the host" in note
     assert len(ha.calls) == 2
+
+
+def test_hosts_options_reach_the_masakari_sink_and_the_monitor() -> None:
+    from oslo_config import cfg
+
+    from nfvha import conf as nfvha_conf
+    from nfvha.controller import hostfailure
+    from nfvha.controller.hosts import HostLiveness
+    from nfvha.controller.reporters import build
+
+    conf = cfg.ConfigOpts()
+    nfvha_conf.register(conf)
+    conf([], default_config_files=[])
+    conf.set_override("masakari_host_status", "UNKNOWN", "hosts")
+    [rep] = build(["masakari"], conf)
+    assert rep.host_status == "UNKNOWN"                               # type: ignore[attr-defined]
+
+    class _C:
+        hosts = HostLiveness(10)
+
+        async def emit(self, ev: Any, skip: Any) -> None: ...
+
+    conf.set_override("management_addresses", {"c1": "10.0.0.1"}, "hosts")
+    conf.set_override("management_address_pattern", "{host}-mgmt", "hosts")
+    mon = hostfailure.build(conf, _C())
+    assert mon is not None and mon.probe is not None and mon.nova is None
+    assert mon.management_address("c1") == "10.0.0.1"
+    assert mon.management_address("c2") == "c2-mgmt"
+    mon.address_reported("c2", "10.0.0.2")                            # the agent's word
+    assert mon.management_address("c2") == "10.0.0.2"
+    conf.set_override("probe_port", 0, "hosts")
+    assert hostfailure.build(conf, _C()) is None                      # no second signal

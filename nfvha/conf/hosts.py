@@ -37,7 +37,9 @@ OPTS = [
     cfg.IntOpt("probe_count", default=3, min=1, max=20,
                help="Connects per check: the host is down only if none is answered."),
     cfg.FloatOpt("probe_interval_s", default=0.2, min=0.0,
-                 help="Time between two connects of one check."),
+                 help="The connects of one check start this far apart (they overlap: "
+                      "a gone host is known after (probe_count - 1) x probe_interval_s "
+                      "+ probe_timeout_s)."),
     cfg.FloatOpt("probe_timeout_s", default=1.0, min=0.01,
                  help="How long one connect waits for an answer."),
     cfg.FloatOpt("recheck_interval_s", default=5.0, min=0.1,
@@ -49,6 +51,14 @@ OPTS = [
                     "the controller asks Nova for the host's nova-compute service state "
                     "(a second signal: down or forced down). Empty: not asked. Nova "
                     "marks a service down only after its service_down_time (60 s)."),
+    cfg.StrOpt("masakari_host_status", default="NORMAL", choices=[
+        ("NORMAL", "Masakari's host-failure flow evacuates the host's instances"),
+        ("UNKNOWN", "Masakari records the notification and does nothing (as for a host "
+                    "its own monitor could not confirm off)"),
+    ], help="host_status of the COMPUTE_HOST notification the masakari sink sends for a "
+            "host found down. nfvha does not power the host off: if a host's management "
+            "network can fail while the host keeps running its VMs (their disks on "
+            "shared storage), fence it first or choose UNKNOWN."),
     cfg.FloatOpt("max_down_fraction", default=0.5, min=0.0, max=1.0,
                  help="With 3 or more hosts known, never declare more than this fraction "
                       "of them down at once: a controller cut from the bus and the "

@@ -79,7 +79,9 @@ def build(names: list[str], conf: Any, webhook_url: Optional[str] = None) -> lis
             if name == "masakari":
                 from nfvha.controller.reporters.masakari import MasakariReporter
 
-                out.append(MasakariReporter(factory))
+                hosts = getattr(conf, "hosts", None)  # [hosts]: absent in reporter-only conf
+                out.append(MasakariReporter(factory, host_status=getattr(
+                    hosts, "masakari_host_status", "NORMAL") or "NORMAL"))
             else:
                 from nfvha.controller.reporters.nova import NovaReporter
 
