@@ -18,6 +18,7 @@ import os
 import signal
 import time
 import uuid
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +149,20 @@ async def test_state_heard_by_one_controller_is_known_to_all_and_told_once(
             assert (await rest_a.delete("/v1/server-groups/g2")).status_code == 204
             await _until(lambda: b.servergroups.groups.group("g2") is None, 2,
                          "B forgets the group deleted on A")
+
+            # a state change told on the bus and lost: B takes it from the
+            # store once it settled (every 10 s; called here), not a fresh one
+            store = Store(server_db)
+            try:
+                store.upsert_instance({"uuid": "a1", "host": "host-a", "state": "failed"},
+                                      received_at=datetime.now(timezone.utc)
+                                      - timedelta(seconds=5))
+                store.upsert_instance({"uuid": "b1", "host": "host-b", "state": "failed"})
+            finally:
+                store.close()
+            assert await b.servergroups.refresh_states() == 1
+            assert b.servergroups.groups.instance("a1").heartbeat == "failed"
+            assert b.servergroups.groups.instance("b1").heartbeat != "failed"
 
         # a controller that starts now knows groups and placement before it serves
         late = Controller(server_db, bus=bus, controller_id="ctl-c")

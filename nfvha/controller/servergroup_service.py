@@ -27,7 +27,9 @@ compute agent's broadcast or status query), so each holds the whole view:
 - members' state (heartbeat verdicts, Nova's notifications): each reaches
   one controller, which tells the peers in the group (notification) and
   the other controllers (``sg_member_changed``), who only record it; a
-  controller that starts loads the heartbeat states from the store.
+  controller that starts loads the heartbeat states from the store, and
+  every ``STATES_REFRESH_S`` takes those on record that settled, should a
+  change told on the bus have been lost.
 
 Instance names: a compute agent knows an instance by its messaging socket
 name (``cgcs.messaging.<name>.sock``). Without Nova telling us its uuid, a
@@ -40,6 +42,7 @@ import asyncio
 import logging
 import time
 import uuid as uuidlib
+from datetime import timedelta
 from typing import Any, Awaitable, Callable, Optional
 
 from nfvha.controller import nova_notifications as nn
@@ -52,6 +55,7 @@ from nfvha.controller.servergroups import (
     load_config,
     load_from_nova,
 )
+from nfvha.controller.timeutil import utcnow
 from nfvha.protocol import servergroup as sg
 
 LOG = logging.getLogger(__name__)
@@ -62,6 +66,12 @@ MAX_INSTANCES_PER_HOST = 10000
 # lost on the bus is made up for within this (a read of ids and times).
 GROUPS_POLL_S = 1.0
 SAVE_RETRY_S = 1.0  # placements not written (store away): tried again after this
+# Members' heartbeat states re-read from the store this often (a change
+# another controller told us of may have been lost on the bus), leaving
+# alone those written in the last SETTLE_S (their notification may still
+# be on its way, from this controller too) or changed here since the read.
+STATES_REFRESH_S = 10.0
+SETTLE_S = 2.0
 # Member fields another controller may tell us (sg_member_changed)
 MEMBER_FIELDS = ("host", "state", "task_state", "power_state", "display_name", "heartbeat")
 
@@ -100,6 +110,7 @@ class ServerGroupService:
         self._unsaved: set[str] = set()
         self._save_wake = asyncio.Event()
         self._groups_fp: Optional[str] = None
+        self._state_touched: dict[str, float] = {}  # uuid -> monotonic of its last change
         self._tasks: list[asyncio.Task[None]] = []
         self.counters = {"broadcasts": 0, "deliveries": 0, "status_queries": 0,
                          "notifications": 0, "refused": 0, "nova_errors": 0,
@@ -128,7 +139,8 @@ class ServerGroupService:
         if config_groups:
             load_config(self.groups, config_groups)
         self._tasks = [asyncio.create_task(self._groups_loop(), name="nfvha-sg-groups"),
-                       asyncio.create_task(self._save_loop(), name="nfvha-sg-placements")]
+                       asyncio.create_task(self._save_loop(), name="nfvha-sg-placements"),
+                       asyncio.create_task(self._states_loop(), name="nfvha-sg-states")]
 
     async def _reload_groups(self) -> None:
         """The REST groups as the store has them now (another controller may
@@ -148,6 +160,45 @@ class ServerGroupService:
                 self.groups.remove_group(g.id)
         self._groups_fp = fp
         self.counters["groups_reloaded"] += 1
+
+    async def _states_loop(self) -> None:
+        assert self._db is not None
+        while True:
+            await asyncio.sleep(STATES_REFRESH_S)
+            try:
+                await self.refresh_states()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # store away: the next round
+                self.counters["store_errors"] += 1
+                LOG.warning("members' heartbeat states not re-read from the store",
+                            exc_info=True)
+
+    async def refresh_states(self) -> int:
+        """Heartbeat states on record that differ from ours, and are neither
+        fresh nor changed here meanwhile, are taken (nobody is told: whoever
+        heard the change told the peers). Returns how many."""
+        assert self._db is not None
+        began = time.monotonic()
+        rows = await self._db(sgstore.member_states, self.store.engine,
+                              utcnow() - timedelta(seconds=SETTLE_S))
+        taken = 0
+        for uuid, host, state in rows:
+            if self._state_touched.get(uuid, 0.0) >= began:
+                continue
+            rec = self.groups.instance(uuid)
+            if rec is not None and rec.heartbeat == state and rec.host == host:
+                continue
+            try:
+                self.groups.update_instance(uuid, host=host, heartbeat=state)
+            except ValueError:
+                continue
+            taken += 1
+        # older marks can never matter again: the next read begins later
+        self._state_touched = {u: t for u, t in self._state_touched.items() if t >= began}
+        if taken:
+            LOG.info("%d members' heartbeat states taken from the store", taken)
+        return taken
 
     async def _groups_loop(self) -> None:
         assert self._db is not None
@@ -372,6 +423,7 @@ class ServerGroupService:
             LOG.warning("heartbeat state of %r not applied to server groups: %s", uuid, exc)
             return
         if data is not None:
+            self._state_touched[uuid] = time.monotonic()
             await self._notify(uuid, targets, data)
             await self._tell_controllers("sg_member_changed", uuid=uuid, host=host,
                                          heartbeat=state)
@@ -436,6 +488,8 @@ class ServerGroupService:
         except ValueError as exc:
             self.counters["refused"] += 1
             return {"ok": False, "error": str(exc)}
+        if "heartbeat" in fields:
+            self._state_touched[uuid] = time.monotonic()
         self.counters["peer_changes"] += 1
         return {"ok": True, "applied": True}
 

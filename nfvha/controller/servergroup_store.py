@@ -8,6 +8,9 @@ themselves (``Store.put_server_group`` and friends).
 - placements (``server_group_placements``): where each messaging channel
   is and which VM it is, as its compute agent last said; a controller that
   starts or restarts loads them and routes at once.
+- ``member_states``: the heartbeat states on record, light (no facts): the
+  controllers re-read them now and then, in case a change another one
+  told them of was lost on the bus.
 
 Synchronous like the Store: the controller runs these in its DB thread.
 Writes are idempotent upserts, because every controller hears the same
@@ -18,13 +21,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any, Optional
 
 from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 
+from nfvha.controller.store import instances, server_groups
 from nfvha.controller.store import server_group_placements as placements
-from nfvha.controller.store import server_groups
 from nfvha.controller.timeutil import to_db, utcnow
 
 
@@ -37,6 +41,17 @@ def groups_fingerprint(engine: Engine) -> str:
                                     .order_by(server_groups.c.id)):
             h.update(f"{gid}\0{at}\0".encode())
     return h.hexdigest()
+
+
+def member_states(engine: Engine, settled_before: datetime
+                  ) -> list[tuple[str, str, str]]:
+    """(uuid, host, heartbeat state) of every instance on record whose last
+    update is older than `settled_before` (a newer one may still be on its
+    way to the peers' notification by the controller that wrote it)."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(instances.c.uuid, instances.c.host, instances.c.state)
+                            .where(instances.c.updated_at < to_db(settled_before)))
+        return [(r.uuid, r.host, r.state) for r in rows]
 
 
 def load_placements(engine: Engine) -> list[tuple[str, str, Optional[str]]]:
