@@ -34,12 +34,14 @@ class Recorder:
         self.events.append(event)
 
 
-def _monitor(c: Controller, probe: FakeProbe) -> HostFailureMonitor:
+def _monitor(c: Controller, probe: FakeProbe,
+             addresses: dict[str, str] | None = None) -> HostFailureMonitor:
     async def instances_of(host: str) -> list[dict[str, Any]]:
         return [i for i in await c.list_instances() if i["host"] == host]
 
     return HostFailureMonitor(HostDownRules(recheck_interval_s=0.2), probe=probe,
-                              instances_of=instances_of, emit=c.emit, liveness=c.hosts)
+                              addresses=addresses, instances_of=instances_of, emit=c.emit,
+                              liveness=c.hosts)
 
 
 def _vms(n: int, action: str = "reboot") -> list[dict[str, Any]]:
@@ -54,18 +56,23 @@ async def test_host_down_reaches_every_sink_once_per_vm_from_two_controllers(
     a = Controller(db, sinks_a, agent_down_after_s=0.3, controller_id="a")
     b = Controller(db, sinks_b, agent_down_after_s=0.3, controller_id="b")
     await a.start()
-    await b.start()
     try:
-        a.host_failure, b.host_failure = _monitor(a, FakeProbe(DOWN)), _monitor(b, FakeProbe(DOWN))
+        a.host_failure = _monitor(a, FakeProbe(DOWN))
         vms = _vms(10)
         await a.hello("c1", vms, "2026-12-02T10:00:00.000000+00:00")
-        for c in (a, b):  # both hear the fanout, with the address to probe
-            await c.alive("c1", "2026-12-02T10:00:00.000000+00:00", 10, None, "10.9.9.9")
+        # a hears the agent (and its address); b starts later, never hears it,
+        # and knows the host from the store and its address from its config
+        await a.alive("c1", "2026-12-02T10:00:00.000000+00:00", 10, None, "10.9.9.9")
+        await b.start()
+        b.host_failure = _monitor(b, FakeProbe(DOWN), {"c1": "10.9.9.9"})
 
         def delivered() -> set[tuple[str, str]]:
             return {(s.name, e["id"]) for s in sinks_a + sinks_b for e in s.events}
 
         await until(lambda: len(delivered()) == 20, 10)
+        await until(lambda: b.hosts is not None and b.hosts.hosts["c1"].host_failure
+                    == "host_down", 10)
+        await b.wait_idle(10)
         events = [e for s in sinks_a + sinks_b for e in s.events]
         assert {e["kind"] for e in events} == {"host_down"}
         assert {e["instance_uuid"] for e in events} == {v["uuid"] for v in vms}

@@ -27,8 +27,9 @@ and the event list shows what happened to each VM; the Masakari sink makes
 one COMPUTE_HOST notification per host out of them (Masakari evacuates the
 whole host itself).
 
-Event ids are derived from (host, the agent's start time, instance), so
-several controllers that all see the same host die store each event once.
+Event ids are derived from (host, instance, the time the store last wrote
+the instance's record), so several controllers that see the same host die,
+or a controller restarted meanwhile, store each event once.
 
 HostDownRules is pure bookkeeping (time is an argument); HostFailureMonitor
 does the I/O (probes, Nova, the store, emitting).
@@ -468,8 +469,12 @@ class HostFailureMonitor:
             return
         instances = [i for i in await self.instances_of(d.host)]
         at = iso(utcnow())
+        # the id's episode: when the VM's record was last written (shared by
+        # every controller, and nothing writes it while its host is dead),
+        # so a controller that never heard the agent, or restarted meanwhile,
+        # makes the same ids
         events = [{
-            "id": host_down_event_id(d.host, d.episode, i["uuid"]),
+            "id": host_down_event_id(d.host, i.get("updated_at") or d.episode, i["uuid"]),
             "instance_uuid": i["uuid"], "host": d.host, "kind": HOST_DOWN_KIND,
             "corrective_action": i.get("corrective_action") or "unknown",
             "detail": f"compute host {d.host} down: agent silent; {d.why}",
