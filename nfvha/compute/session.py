@@ -225,14 +225,21 @@ class InstanceSession(GuestChannel):
         self._arm(deadline, spread)
 
     def _arm(self, deadline: float | None, spread: bool = False) -> None:
-        if deadline == self._timer_when and self._timer is not None and not spread:
-            return
-        if self._timer_early and self._timer is not None and not spread \
-                and deadline is not None and self._timer_at is not None \
-                and self._timer_at <= deadline:
-            self._timer_when = deadline  # the re-phasing tick comes first and serves it
-            return
-        self._cancel_timer()
+        timer = self._timer
+        if timer is not None and not spread:
+            if deadline == self._timer_when:
+                return
+            if self._timer_early and deadline is not None and self._timer_at is not None \
+                    and self._timer_at <= deadline:
+                self._timer_when = deadline  # the re-phasing tick comes first and serves it
+                return
+        # _cancel_timer, inline: this runs twice an interval for every guest
+        if timer is not None:
+            timer.cancel()
+        self._timer_early = False
+        self._timer = None
+        self._timer_when = None
+        self._timer_at = None
         if deadline is not None:
             at = deadline
             reg = self.state.registration

@@ -182,9 +182,9 @@ def build_init_ack(*, sequence: int, invocation_id: int) -> Dict[str, Any]:
 
 
 def build_challenge(*, sequence: int, heartbeat_challenge: int) -> Dict[str, Any]:
-    msg = _base(CHALLENGE, sequence)
-    msg["heartbeat_challenge"] = heartbeat_challenge
-    return msg
+    # _base inlined (same keys, same order): one per guest per interval
+    return {"version": VERSION, "revision": REVISION, "msg_type": CHALLENGE,
+            "sequence": sequence & UINT32_MAX, "heartbeat_challenge": heartbeat_challenge}
 
 
 def build_challenge_response(*, sequence: int, heartbeat_response: int, heartbeat_health: str,

@@ -333,22 +333,20 @@ def step(state: HostState, event: Event, now: float) -> Result:
 # ---- helpers ------------------------------------------------------------------------------
 
 def _deadline(state: HostState) -> Optional[float]:
-    challenge = _challenge_deadline(state)
-    if state.action is None:
-        return challenge
-    return state.action.deadline if challenge is None else min(challenge,
-                                                                 state.action.deadline)
-
-
-def _challenge_deadline(state: HostState) -> Optional[float]:
+    # (one function, not two: it runs after every step of every channel)
+    challenge: Optional[float]
     if not state.connected or state.phase not in (ENABLED, FAILED):
-        return None
-    if not state.answered and not state.judged and state.respond_by is not None:
+        challenge = None
+    elif not state.answered and not state.judged and state.respond_by is not None:
         # the current challenge is judged first; the next one waits for that
-        if state.probe_at is not None:
-            return min(state.probe_at, state.respond_by)
-        return state.respond_by
-    return state.deadline
+        challenge = state.respond_by if state.probe_at is None \
+            else min(state.probe_at, state.respond_by)
+    else:
+        challenge = state.deadline
+    action = state.action
+    if action is None:
+        return challenge
+    return action.deadline if challenge is None else min(challenge, action.deadline)
 
 
 def wants_sample(state: HostState, now: float) -> bool:
