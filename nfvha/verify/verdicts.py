@@ -91,9 +91,13 @@ def lb_isolates(r: Record, m: Measurement, sal: Sal) -> tuple:
     if back is None:
         return False, (f"{victim} isolated at {_ms(det_ms)} but never re-admitted within the "
                        "observation")
-    failed_after = sum(1 for s in r.samples if s.probe == "http" and not s.ok and s.t > det.t)
+    failed_after = sorted((s for s in r.samples if s.probe == "http" and not s.ok
+                           and s.t > det.t), key=lambda s: s.t)
     if failed_after:
-        return False, f"{failed_after} client requests failed after {victim} was isolated"
+        kinds = Counter(s.detail.split(":")[0] for s in failed_after)
+        return False, (f"{len(failed_after)} client requests failed after {victim} was "
+                       f"isolated ({', '.join(f'{k} ×{n}' for k, n in kinds.items())}, the "
+                       f"first {_ms(_since_fault(r, failed_after[0].t))} after the fault)")
     return True, (f"{victim} out of rotation from {_ms(det_ms)} (requests to it: {routed} "
                   f"after the fault, none after detection); re-admitted at "
                   f"{_ms(_since_fault(r, back.t))}, after it served again at "

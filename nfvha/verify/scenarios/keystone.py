@@ -109,7 +109,9 @@ class KeystoneInstances(aa.Instances):
                 await p.close()
 
     def token_probe(self, port: int, interval: float) -> HttpProbe:
-        return HttpProbe("127.0.0.1", port, TOKENS, interval=interval, timeout=3.0,
+        # keystoneauth waits for ever by default; a token request on a busy
+        # 2-core machine can take seconds: only 10 s without an answer fails
+        return HttpProbe("127.0.0.1", port, TOKENS, interval=interval, timeout=10.0,
                          method="POST", body=self.deployment.token_request(),
                          expect=(201,), expect_header="X-Subject-Token", name="http",
                          fail_at_end=True)
