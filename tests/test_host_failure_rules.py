@@ -272,3 +272,44 @@ def test_hosts_options_reach_the_masakari_sink_and_the_monitor() -> None:
     assert mon.management_address("c2") == "10.0.0.2"
     conf.set_override("probe_port", 0, "hosts")
     assert hostfailure.build(conf, _C()) is None                      # no second signal
+
+
+async def test_a_store_that_fails_delays_the_host_down_report_but_loses_none() -> None:
+    from nfvha.controller.hostfailure import HostFailureMonitor
+
+    class Probe:
+        async def check(self, address: str) -> tuple[str, str]:
+            return DOWN, "gone"
+
+    reads = {"n": 0}
+
+    async def instances_of(host: str) -> list[dict[str, Any]]:
+        reads["n"] += 1
+        if reads["n"] == 1:
+            raise OSError("database unreachable")
+        return [{"uuid": f"vm{i}", "corrective_action": "reboot",
+                 "updated_at": "2026-12-02T10:00:00.000000+00:00"} for i in range(5)]
+
+    tried: dict[str, int] = {}
+    stored: set[str] = set()
+
+    async def emit(ev: dict[str, Any], skip: Any) -> None:
+        tried[ev["id"]] = tried.get(ev["id"], 0) + 1
+        if ev["instance_uuid"] in ("vm1", "vm3") and tried[ev["id"]] == 1:
+            raise OSError("write failed")
+        stored.add(ev["id"])
+
+    mon = HostFailureMonitor(HostDownRules(), probe=Probe(),  # type: ignore[arg-type]
+                             addresses={"c1": "10.0.0.1"}, instances_of=instances_of,
+                             emit=emit)
+    try:
+        mon.agent_silent("c1", "t0")
+        for _ in range(200):
+            if mon.reports:
+                break
+            await asyncio.sleep(0.05)
+        [report] = mon.reports
+        assert stored == set(report.events) and len(stored) == 5
+        assert sorted(tried.values()) == [1, 1, 1, 2, 2]
+    finally:
+        await mon.aclose()

@@ -467,7 +467,16 @@ class HostFailureMonitor:
             LOG.error("compute host %s is down (%s); [hosts] report_host_down is off: "
                       "its VMs are not reported", d.host, d.why)
             return
-        instances = [i for i in await self.instances_of(d.host)]
+        failures = 0
+        while True:  # the store may be briefly unreachable: the report must not be lost
+            try:
+                instances = await self.instances_of(d.host)
+                break
+            except Exception:
+                failures += 1
+                LOG.exception("compute host %s is down: its VMs cannot be read (%d)",
+                              d.host, failures)
+                await asyncio.sleep(min(5.0, 0.2 * 2 ** failures))
         at = iso(utcnow())
         # the id's episode: when the VM's record was last written (shared by
         # every controller, and nothing writes it while its host is dead),
@@ -482,13 +491,19 @@ class HostFailureMonitor:
         LOG.error("compute host %s is down (%s): reporting its %d VMs", d.host, d.why,
                   len(events))
         report = Report(d.host, decided, [e["id"] for e in events], why=d.why)
-        # all at once: each is stored and handed to every sink on its own
-        results = await asyncio.gather(*(self.emit(e, ()) for e in events),
-                                       return_exceptions=True)
-        for e, r in zip(events, results):
-            if isinstance(r, BaseException):
-                LOG.error("host_down of %s on %s not stored: %s", e["instance_uuid"],
-                          d.host, r)
+        pending, failures = events, 0
+        while pending:
+            # all at once: each is stored and handed to every sink on its own
+            results = await asyncio.gather(*(self.emit(e, ()) for e in pending),
+                                           return_exceptions=True)
+            failed = [e for e, r in zip(pending, results) if isinstance(r, Exception)]
+            if failed:  # stored again with the same id: a no-op where it got through
+                failures += 1
+                LOG.error("compute host %s: %d host_down events not stored (%s); again",
+                          d.host, len(failed), next(r for r in results
+                                                    if isinstance(r, Exception)))
+                await asyncio.sleep(min(5.0, 0.2 * 2 ** failures))
+            pending = failed
         report.stored_mono = self.clock()
         self.reports.append(report)
         del self.reports[:-100]
