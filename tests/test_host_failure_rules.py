@@ -313,3 +313,35 @@ async def test_a_store_that_fails_delays_the_host_down_report_but_loses_none() -
         assert sorted(tried.values()) == [1, 1, 1, 2, 2]
     finally:
         await mon.aclose()
+
+
+def test_a_bad_address_pattern_stops_the_start_and_retired_hosts_are_forgotten() -> None:
+    from oslo_config import cfg
+
+    from nfvha import conf as nfvha_conf
+    from nfvha.controller import hostfailure
+    from nfvha.controller.hosts import HostLiveness
+
+    conf = cfg.ConfigOpts()
+    nfvha_conf.register(conf)
+    conf([], default_config_files=[])
+
+    class _C:
+        hosts = HostLiveness(10)
+
+        async def emit(self, ev: Any, skip: Any) -> None: ...
+
+    c = _C()
+    conf.set_override("management_address_pattern", "{hostname}-mgmt", "hosts")
+    with pytest.raises(SystemExit, match="management_address_pattern"):
+        hostfailure.build(conf, c)
+    conf.set_override("management_address_pattern", "{host}-mgmt", "hosts")
+    mon = hostfailure.build(conf, c)
+    assert mon is not None
+    from datetime import datetime, timezone
+    c.hosts.seen("c1", 0.0, datetime.now(timezone.utc))
+    mon.address_reported("c1", "10.0.0.1")
+    assert "c1" in mon.rules.hosts
+    c.hosts.forget("c1")                                              # retired
+    mon.tick()
+    assert "c1" not in mon.rules.hosts and "c1" not in mon.reported

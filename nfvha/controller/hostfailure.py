@@ -403,13 +403,10 @@ class HostFailureMonitor:
         self.reported.pop(host, None)
 
     def tick(self) -> None:
+        if self.liveness is not None:  # retired hosts (DELETE /v1/hosts/{host}) go here too
+            for host in [h for h in self.rules.hosts if h not in self.liveness.hosts]:
+                self.forget(host)
         self._act(self.rules.due(self.clock(), self.signals_of))
-
-    def host_view(self, host: str) -> dict[str, Any]:
-        """What GET /v1/hosts shows of it."""
-        return {"host_failure": self.rules.state(host),
-                "host_failure_reason": self.rules.why(host) or None,
-                "management_address": self.management_address(host)}
 
     async def aclose(self) -> None:
         tasks = list(self._tasks)
@@ -530,6 +527,12 @@ def build(conf: Any, controller: Any) -> Optional[HostFailureMonitor]:
         nova = NovaComputeService(factory)
     if probe is None and nova is None:
         return None
+    try:
+        hc.management_address_pattern.format(host="cmp-1")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise SystemExit(f"nfvha: [hosts] management_address_pattern "
+                         f"{hc.management_address_pattern!r}: only {{host}} may be "
+                         f"used ({exc!r})") from None
 
     async def instances_of(host: str) -> list[dict[str, Any]]:
         return [i for i in await controller.list_instances() if i["host"] == host]
