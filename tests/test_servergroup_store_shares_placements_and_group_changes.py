@@ -3,14 +3,17 @@ themselves (nfvha/controller/servergroup_store.py), on SQLite, PostgreSQL
 and MariaDB: the placement each compute host last announced (written by
 every controller that heard it: two writing one row at once never fail),
 and a fingerprint of the REST groups that changes with every write and
-delete."""
+delete; a restarted controller routes from the stored placement at once."""
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest
+from conftest import until
 
 from nfvha.controller import servergroup_store as sgstore
+from nfvha.controller.servergroup_service import ServerGroupService
 from nfvha.controller.store import Store
 from tests.test_controller_helpers import db_urls
 
@@ -72,3 +75,33 @@ def test_the_groups_fingerprint_changes_with_every_write_and_delete(store: Store
     store.delete_server_group("g1")
     seen.append(sgstore.groups_fingerprint(store.engine))
     assert len(set(seen)) == len(seen), seen
+
+
+async def test_a_restarted_controller_routes_from_stored_placement_and_keeps_its_links(
+        tmp_path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+
+    async def db(fn, *args):
+        return await asyncio.to_thread(fn, *args)
+
+    first = ServerGroupService(None)
+    await first.start(store, db)
+    try:
+        await first.sg_instances("h1", ["n1", "n2"])
+        await first.sg_links("h1", {"n1": U})
+        await until(lambda: sorted(sgstore.load_placements(store.engine)) == [
+            ("n1", "h1", U), ("n2", "h1", None)])
+    finally:
+        await first.stop()
+    again = ServerGroupService(None)
+    await again.start(store, db)  # what a restarted controller has before it serves
+    try:
+        again.groups.set_group("g", "", [U, "n2"])
+        assert again.groups.route_broadcast("n2", "hi") == {"h1": ["n1"]}
+        # the host's next list (its links follow in their own message) is
+        # what the store has: nothing to write, the link is not dropped
+        await again.sg_instances("h1", ["n1", "n2"])
+        assert not again._unsaved
+    finally:
+        await again.stop()
+        store.close()

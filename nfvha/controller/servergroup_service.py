@@ -136,6 +136,8 @@ class ServerGroupService:
                     self._link(host, name, uuid)
             except ValueError as exc:
                 LOG.warning("stored placement of %r ignored: %s", name, exc)
+        # as if each host had said it: its next list keeps the stored links
+        self._heard = {host: dict(names) for host, names in self._saved.items()}
         if config_groups:
             load_config(self.groups, config_groups)
         self._tasks = [asyncio.create_task(self._groups_loop(), name="nfvha-sg-groups"),
