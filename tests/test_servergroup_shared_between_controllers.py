@@ -32,6 +32,7 @@ from servergroup_wire_peer import WirePeer
 from nfvha.bus import make_bus
 from nfvha.compute.agent import ComputeAgent
 from nfvha.controller.api import make_app
+from nfvha.controller.servergroup_service import ServerGroupService
 from nfvha.controller.service import Controller
 from nfvha.controller.store import Store
 from tests.test_controller_helpers import db_urls
@@ -356,3 +357,37 @@ async def _status(peer: WirePeer, seq: int) -> dict[str, dict[str, Any]]:
                         timeout=20)
     return {m["data"]["instance_name"] or m["data"]["instance_id"]: m["data"]
             for m in peer.app("status_response") if m["seq"] == seq}
+
+
+
+async def test_a_reload_that_read_the_store_before_a_write_here_does_not_undo_it(
+        server_db: str) -> None:
+    """Another controller's signal makes this one reload the groups; a PUT
+    here while that reload is between its read and its use waits for it,
+    so the group is there when the PUT returns (not gone until the next
+    fingerprint read)."""
+    store = Store(server_db)
+
+    async def db(fn: Any, *args: Any) -> Any:
+        return await asyncio.to_thread(fn, *args)
+
+    svc = ServerGroupService(None)
+    await svc.start(store, db)
+    read = store.list_server_groups
+
+    def slow_read() -> Any:
+        rows = read()
+        time.sleep(0.3)  # the store answered; the answer is on its way
+        return rows
+
+    try:
+        store.list_server_groups = slow_read  # type: ignore[method-assign]
+        reload = asyncio.create_task(svc.sg_groups_changed(by="another-controller"))
+        await asyncio.sleep(0.1)
+        await svc.put_group("made-here", "", ["vm-1"])
+        assert svc.groups.group("made-here") is not None
+        await reload
+        assert svc.groups.group("made-here") is not None
+    finally:
+        await svc.stop()
+        store.close()

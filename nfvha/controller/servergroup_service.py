@@ -110,6 +110,9 @@ class ServerGroupService:
         self._unsaved: set[str] = set()
         self._save_wake = asyncio.Event()
         self._groups_fp: Optional[str] = None
+        # a reload from the store and a REST write here, one at a time: a
+        # reload that read before our write must not undo it in memory
+        self._groups_lock = asyncio.Lock()
         self._state_touched: dict[str, float] = {}  # uuid -> monotonic of its last change
         self._tasks: list[asyncio.Task[None]] = []
         self.counters = {"broadcasts": 0, "deliveries": 0, "status_queries": 0,
@@ -148,20 +151,24 @@ class ServerGroupService:
         """The REST groups as the store has them now (another controller may
         have written): added, replaced, and gone ones removed."""
         assert self._db is not None
-        fp = await self._db(sgstore.groups_fingerprint, self.store.engine)
-        stored = await self._db(self.store.list_server_groups)  # after: never older than fp
-        ids = set()
-        for g in stored:
-            ids.add(g["id"])
-            try:
-                self.groups.set_group(g["id"], g["name"], g["members"], origin=g["origin"])
-            except ValueError as exc:
-                LOG.warning("stored server group %r ignored: %s", g.get("id"), exc)
-        for g in self.groups.all_groups():
-            if g.id not in ids and self.groups.origin(g.id) == "api":
-                self.groups.remove_group(g.id)
-        self._groups_fp = fp
-        self.counters["groups_reloaded"] += 1
+        async with self._groups_lock:
+            fp = await self._db(sgstore.groups_fingerprint, self.store.engine)
+            stored = await self._db(self.store.list_server_groups)  # after: never older
+            ids = set()
+            for g in stored:
+                ids.add(g["id"])
+                if self.groups.origin(g["id"]) == "nova":
+                    continue  # Nova owns it (stored before Nova had it)
+                try:
+                    self.groups.set_group(g["id"], g["name"], g["members"],
+                                          origin=g["origin"])
+                except ValueError as exc:
+                    LOG.warning("stored server group %r ignored: %s", g.get("id"), exc)
+            for g in self.groups.all_groups():
+                if g.id not in ids and self.groups.origin(g.id) == "api":
+                    self.groups.remove_group(g.id)
+            self._groups_fp = fp
+            self.counters["groups_reloaded"] += 1
 
     async def _states_loop(self) -> None:
         assert self._db is not None
@@ -523,8 +530,9 @@ class ServerGroupService:
             raise GroupLimit(f"{self.max_groups} server groups exist, the most "
                              "[servergroup] max_groups allows")
         assert self._db is not None
-        await self._db(self.store.put_server_group, group_id, name, list(mem), "api")
-        group = self.groups.set_group(group_id, name, mem, origin="api")
+        async with self._groups_lock:
+            await self._db(self.store.put_server_group, group_id, name, list(mem), "api")
+            group = self.groups.set_group(group_id, name, mem, origin="api")
         await self._tell_controllers("sg_groups_changed")
         return self.groups.to_dict(group)
 
@@ -532,8 +540,9 @@ class ServerGroupService:
         if self.groups.origin(group_id) == "nova":
             raise PermissionError("group comes from Nova; change it there")
         assert self._db is not None
-        stored = await self._db(self.store.delete_server_group, group_id)
-        found = self.groups.remove_group(group_id) or stored
+        async with self._groups_lock:
+            stored = await self._db(self.store.delete_server_group, group_id)
+            found = self.groups.remove_group(group_id) or stored
         await self._tell_controllers("sg_groups_changed")
         return found
 
