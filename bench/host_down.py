@@ -196,9 +196,22 @@ class RecordingSink:
                 if e["kind"] == "host_down" and e["host"] == host]
 
 
-async def run_case(case: str, vms: int, workdir: Path, net: int,
+def free_net() -> int:
+    """N of a 10.251.N.0/30 no route of this machine uses (runs side by side)."""
+    import random
+
+    used = sh("ip", "-4", "route", "show", "table", "all").stdout
+    for _ in range(100):
+        n = random.randrange(1, 255)
+        if f"10.251.{n}." not in used:
+            return n
+    raise RuntimeError("no free 10.251.N.0/30")
+
+
+async def run_case(case: str, vms: int, workdir: Path, net: Optional[int] = None,
                    timeout_s: float = 60.0) -> dict[str, Any]:
     """One host killed (case ``host``) or only its agent (``agent``)."""
+    net = free_net() if net is None else net
     from nfvha.bus import make_bus
     from nfvha.controller.hostfailure import HostDownRules, HostFailureMonitor, TcpProbe
     from nfvha.controller.service import Controller
@@ -298,10 +311,10 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
         for i in range(args.rounds):
             d = Path(tmp) / f"host-{i}"
             d.mkdir()
-            results["rounds"].append(await run_case("host", args.vms, d, 100 + i))
+            results["rounds"].append(await run_case("host", args.vms, d))
         d = Path(tmp) / "agent"
         d.mkdir()
-        results["agent_only"] = await run_case("agent", args.vms, d, 99)
+        results["agent_only"] = await run_case("agent", args.vms, d)
     lasts = [r["decision_to_last_report_s"] for r in results["rounds"]]
     results["decision_to_last_report_s"] = {"median": pct(lasts, 0.5), "max": max(lasts)}
     return results
