@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import oslo_messaging
 import pytest
-from conftest import free_port, poll, require_rabbitmq, spawn_nfvha, stop_processes
+from conftest import CastRecorder, free_port, poll, require_rabbitmq, spawn_nfvha, stop_processes
 from oslo_config import cfg
 from servergroup_wire_peer import WirePeer
 
@@ -391,3 +391,25 @@ async def test_a_reload_that_read_the_store_before_a_write_here_does_not_undo_it
     finally:
         await svc.stop()
         store.close()
+
+
+async def test_bad_messages_from_other_controllers_are_refused_and_tell_nobody() -> None:
+    bus = CastRecorder()
+    svc = ServerGroupService(bus)
+    svc.groups.set_group("g", "", ["a", "b"])
+    await svc.sg_instances("h1", ["a", "b"])
+    bad = [dict(by="x", uuid=None, heartbeat="failed"), dict(by=None, uuid="a"),
+           dict(by="x", uuid="a", heartbeat=7), dict(by="x", uuid="a", secret="y"),
+           dict(by="x", uuid="n" * 300, heartbeat="failed"),
+           dict(by="x", uuid="a", host="\udcff"), dict(by=["x"], uuid="a")]
+    for kw in bad:
+        answer = await svc.sg_member_changed(**kw)
+        assert answer["ok"] is False and answer["error"], kw
+    assert (await svc.sg_member_changed(by="x", uuid="a", heartbeat="failed"))["applied"]
+    assert svc.groups.instance("a").heartbeat == "failed"
+    # its own message, come back on the fanout, changes nothing
+    assert not (await svc.sg_member_changed(by=svc.peer_id, uuid="a",
+                                            heartbeat="enabled"))["applied"]
+    assert svc.groups.instance("a").heartbeat == "failed"
+    assert bus.casts == []  # recorded, told to no guest
+    assert svc.counters["refused"] == len(bad)
