@@ -1,7 +1,8 @@
 """Controllers that share one store and one bus are equal for server groups:
 a group made through controller A's REST API routes broadcasts, answers
 status queries and tells peers of state changes when the compute agents'
-messages reach controller B, and still after A is killed with SIGKILL;
+messages reach controller B, and still after A is killed with SIGKILL (and
+a vote asked through either is answered to the one that asked);
 group changes on one are seen by the others within a second (a signal on
 the bus, or, if that is lost, the store's fingerprint); a member's state
 change heard by one is known to all, so the next change is told once,
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -35,6 +37,7 @@ from nfvha.controller.api import make_app
 from nfvha.controller.servergroup_service import ServerGroupService
 from nfvha.controller.service import Controller
 from nfvha.controller.store import Store
+from nfvha.demo.qemu_pty import PtyChannel
 from tests.test_controller_helpers import db_urls
 
 
@@ -413,3 +416,82 @@ async def test_bad_messages_from_other_controllers_are_refused_and_tell_nobody()
     assert svc.groups.instance("a").heartbeat == "failed"
     assert bus.casts == []  # recorded, told to no guest
     assert svc.counters["refused"] == len(bad)
+
+
+VOTE_SCRIPT = """#!/bin/sh
+# $1 = revocable|irrevocable, $2 = event type
+case "$2" in
+  live_migrate_begin) echo "busy" >&2; exit 1 ;;
+esac
+exit 0
+"""
+
+
+@pytest.mark.system
+@pytest.mark.slow
+async def test_a_vote_asked_through_either_controller_is_answered_to_it(
+        sock_dir: Path, server_db: str) -> None:
+    """Two controller processes on one PostgreSQL, a compute agent and a real
+    guest agent: the guest's answer goes back to the controller whose REST
+    API asked (not to the other, whose turn it may be on the shared queue),
+    and still to B once A is killed."""
+    url = require_rabbitmq()
+    run = uuid.uuid4().hex[:8]
+    instances = sock_dir / "i"
+    instances.mkdir()
+    ports = {"a": free_port(), "b": free_port()}
+    confs = {}
+    for role in ("a", "b", "compute"):
+        confs[role] = sock_dir / f"{role}.conf"
+        confs[role].write_text(
+            f"[DEFAULT]\nhost = compute-{run}\ncontrol_exchange = nfvha-vote-{run}\n"
+            f"controller_id = ctl-{role}\n"
+            f"[bus]\ntransport_url = {url}\n[database]\nconnection = {server_db}\n"
+            f"[api]\nport = {ports.get(role, 0)}\n"
+            f"[heartbeat]\ninstances_dir = {instances}\nspool_dir =\n")
+    script = sock_dir / "vote.sh"
+    script.write_text(VOTE_SCRIPT)
+    script.chmod(0o755)
+    inst = str(uuid.uuid4())
+    channel = PtyChannel(instances / f"cgcs.heartbeat.{inst}.sock", sock_dir / "vport")
+    await channel.start()
+    log = sock_dir / "services.log"
+    procs = {role: await spawn_nfvha(role if role == "compute" else "controller",
+                                     "--config-file", str(confs[role]), log=log)
+             for role in ("a", "b", "compute")}
+    guest = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "nfvha.guest", "--device", str(sock_dir / "vport"),
+        "--interval-ms", "200", "--event-script", str(script))
+    rest = {r: httpx.AsyncClient(base_url=f"http://127.0.0.1:{p}", timeout=30)
+            for r, p in ports.items()}
+    try:
+        async def enabled() -> bool:
+            r = await rest["a"].get(f"/v1/instances/{inst}")
+            return r.status_code == 200 and r.json()["heartbeat"]["state"] == "enabled"
+
+        await poll(enabled, 60, "the guest enabled")
+        await poll(lambda: rest["b"].get("/healthz"), 60, "controller B up")
+
+        async def ask(via: str, action: str) -> tuple[str, float]:
+            t0 = time.monotonic()
+            r = await rest[via].post(f"/v1/instances/{inst}/actions", json={"action": action})
+            assert r.status_code == 200, r.text
+            return r.json()["result"], time.monotonic() - t0
+
+        # several each: the compute's answers would go either way if not addressed
+        for via in ("a", "b", "a", "b", "b", "a"):
+            assert (await ask(via, "stop"))[0] == "accept", via
+            assert (await ask(via, "live_migrate_begin"))[0] == "reject", via
+        os.kill(procs["a"].pid, signal.SIGKILL)
+        await procs["a"].wait()
+        result, took = await ask("b", "live_migrate_begin")
+        assert result == "reject"
+        assert took < 5  # the guest's answer, not B's wait for one running out (13 s)
+    finally:
+        for client in rest.values():
+            await client.aclose()
+        if guest.returncode is None:
+            guest.terminate()
+            await guest.wait()
+        await stop_processes(list(procs.values()))
+        await channel.close()
