@@ -345,3 +345,66 @@ def test_a_bad_address_pattern_stops_the_start_and_retired_hosts_are_forgotten()
     c.hosts.forget("c1")                                              # retired
     mon.tick()
     assert "c1" not in mon.rules.hosts and "c1" not in mon.reported
+
+
+async def test_nova_force_down_marks_the_dead_hosts_service_alongside_the_reports() -> None:
+    from nfvha.controller.hostfailure import HostFailureMonitor, NovaComputeService
+
+    class Svc:
+        host, state, is_forced_down = "c1", "up", False
+
+    class Compute:
+        def __init__(self) -> None:
+            self.forced: list[tuple[Any, ...]] = []
+
+        def services(self, binary: str, host: str) -> list[Svc]:
+            return [Svc()] if host == "c1" else []
+
+        def update_service_forced_down(self, svc: Any, host: str, binary: str,
+                                       forced: bool) -> None:
+            self.forced.append((host, binary, forced))
+
+    class Conn:
+        def __init__(self) -> None:
+            self.compute = Compute()
+
+        def close(self) -> None:
+            pass
+
+    conn = Conn()
+
+    class Probe:
+        async def check(self, address: str) -> tuple[str, str]:
+            return DOWN, "gone"
+
+    async def instances_of(host: str) -> list[dict[str, Any]]:
+        return [{"uuid": "vm1", "corrective_action": "reboot"}]
+
+    async def emit(ev: dict[str, Any], skip: Any) -> None:
+        pass
+
+    nova = NovaComputeService(lambda: conn)
+    # Nova says the service is up: the probe alone cannot make it down (up wins)
+    mon = HostFailureMonitor(HostDownRules(), probe=Probe(),  # type: ignore[arg-type]
+                             nova=nova, addresses={"c1": "10.0.0.1"},
+                             instances_of=instances_of, emit=emit, nova_force_down=True)
+    try:
+        mon.agent_silent("c1", "t0")
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+        assert mon.rules.state("c1") == AGENT_ONLY and conn.compute.forced == []
+        Svc.state = "down"                                  # Nova agrees now
+        mon.rules.hosts["c1"].next_check = 0.0
+        mon.tick()
+        for _ in range(200):
+            if conn.compute.forced:
+                break
+            await asyncio.sleep(0.02)
+        assert mon.rules.state("c1") == HOST_DOWN
+        assert conn.compute.forced == [("c1", "nova-compute", True)]
+        assert len(mon.reports) == 1
+    finally:
+        await mon.aclose()
+    with pytest.raises(ValueError):
+        HostFailureMonitor(HostDownRules(), instances_of=instances_of, emit=emit,
+                           nova_force_down=True)

@@ -51,6 +51,13 @@ OPTS = [
                     "the controller asks Nova for the host's nova-compute service state "
                     "(a second signal: down or forced down). Empty: not asked. Nova "
                     "marks a service down only after its service_down_time (60 s)."),
+    cfg.BoolOpt("nova_force_down", default=False,
+                help="With nova_cloud: once a host is found down, mark its nova-compute "
+                     "service forced down in Nova (as OPNFV Doctor does), so Nova "
+                     "evacuates from it at once ([recovery] mode = nova) instead of after "
+                     "its service_down_time, and schedules nothing onto it. The same "
+                     "caution as masakari_host_status: nfvha does not power the host "
+                     "off. An operator clears it (openstack compute service set --up)."),
     cfg.StrOpt("masakari_host_status", default="NORMAL", choices=[
         ("NORMAL", "Masakari's host-failure flow evacuates the host's instances"),
         ("UNKNOWN", "Masakari records the notification and does nothing (as for a host "

@@ -294,6 +294,20 @@ class NovaComputeService:
              "forced_down": getattr(s, "is_forced_down", getattr(s, "forced_down", None))}
             for s in services])
 
+    async def force_down(self, host: str) -> str:
+        """Mark the host's nova-compute forced down (as OPNFV Doctor's
+        inspector does): Nova then evacuates from it at once instead of
+        after its service_down_time, and schedules nothing onto it."""
+        def run(c: Any) -> int:
+            n = 0
+            for svc in c.compute.services(binary="nova-compute", host=host):
+                c.compute.update_service_forced_down(svc, host, "nova-compute", True)
+                n += 1
+            return n
+
+        n = await self._sdk._call(run)
+        return f"Nova: {n} nova-compute service(s) of {host} forced down"
+
     async def aclose(self) -> None:
         await self._sdk.aclose()
 
@@ -334,6 +348,7 @@ class HostFailureMonitor:
                  use_reported: bool = True,
                  instances_of: Callable[[str], Awaitable[list[dict[str, Any]]]],
                  emit: Emit, report: bool = True, liveness: Any = None,
+                 nova_force_down: bool = False,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.rules = rules
         self.probe = probe
@@ -346,6 +361,9 @@ class HostFailureMonitor:
         self.emit = emit
         self.report = report
         self.liveness = liveness  # hosts.HostLiveness: GET /v1/hosts shows our view
+        if nova_force_down and nova is None:
+            raise ValueError("nova_force_down needs the Nova connection (nova)")
+        self.nova_force_down = nova_force_down
         self.clock = clock
         self.reports: list[Report] = []
         self.listeners: list[Callable[[Report], None]] = []
@@ -423,6 +441,19 @@ class HostFailureMonitor:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def _force_down(self, host: str) -> None:
+        assert self.nova is not None
+        for attempt in range(5):
+            if self.rules.state(host) != HOST_DOWN:
+                return  # its agent is back: leave Nova's view alone
+            try:
+                LOG.warning("compute host %s: %s", host, await self.nova.force_down(host))
+                return
+            except Exception as exc:  # Retry/Reject: Nova notices by itself, later
+                LOG.error("compute host %s: forcing nova-compute down failed (%s)", host,
+                          getattr(exc, "reason", exc))
+                await asyncio.sleep(min(5.0, 0.5 * 2 ** attempt))
+
     def _act(self, actions: list[Action]) -> None:
         for a in actions:
             self._show(a.host)
@@ -487,6 +518,8 @@ class HostFailureMonitor:
             "detected_at": at, "detected_mono": decided} for i in instances]
         LOG.error("compute host %s is down (%s): reporting its %d VMs", d.host, d.why,
                   len(events))
+        if self.nova_force_down:  # alongside the reports, not before them
+            self._spawn(self._force_down(d.host), f"force-down {d.host}")
         report = Report(d.host, decided, [e["id"] for e in events], why=d.why)
         pending, failures = events, 0
         while pending:
@@ -537,9 +570,12 @@ def build(conf: Any, controller: Any) -> Optional[HostFailureMonitor]:
     async def instances_of(host: str) -> list[dict[str, Any]]:
         return [i for i in await controller.list_instances() if i["host"] == host]
 
+    if hc.nova_force_down and nova is None:
+        raise SystemExit("nfvha: [hosts] nova_force_down needs [hosts] nova_cloud")
     return HostFailureMonitor(
         HostDownRules(hc.recheck_interval_s, hc.max_down_fraction),
         probe=probe, nova=nova, addresses=dict(hc.management_addresses or {}),
         address_pattern=hc.management_address_pattern,
         use_reported=hc.use_reported_address, instances_of=instances_of,
-        emit=controller.emit, report=hc.report_host_down, liveness=controller.hosts)
+        emit=controller.emit, report=hc.report_host_down, liveness=controller.hosts,
+        nova_force_down=hc.nova_force_down)
