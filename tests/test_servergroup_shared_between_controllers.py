@@ -286,6 +286,15 @@ async def test_group_made_on_a_works_through_b_and_after_a_is_killed(
                 None, _publish, url, topic, nova_member, hosts["b"], "error")
             for n in ("a1", "a2", "b1"):
                 await peers[n].wait_for(lambda p: _notes(p))
+
+            async def a_knows() -> bool:
+                g = (await rest_a.get("/v1/server-groups/g1")).json()
+                return any(m["member"] == nova_member and m["state"] == "error"
+                           for m in g["members"])
+
+            await poll(a_knows, 5, "A knows the member's state")
+            await _until(lambda: b.servergroups.groups.instance(nova_member).state == "error",
+                         5, "B knows the member's state")
             for seq in range(1, 5):  # answered by both controllers in turn
                 answer = await _status(peers["a2"], seq)
                 assert answer[nova_member]["state"] == "error", (seq, answer)
