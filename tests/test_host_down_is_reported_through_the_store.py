@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import until
 
 from nfvha.controller.hostfailure import DOWN, UP, HostDownRules, HostFailureMonitor
@@ -135,5 +136,52 @@ async def test_alive_refuses_a_management_address_that_is_not_short_text(
         assert not (await c.alive("c1", None, 0, None, "x" * 256))["ok"]
         assert not (await c.alive("c1", None, 0, None, ["10.0.0.1"]))["ok"]
         assert (await c.alive("c1", None, 0, None, "10.0.0.1"))["ok"]
+    finally:
+        await c.stop()
+
+
+@pytest.mark.parametrize("fresh, want", [(False, "host_down"), (True, "agent_only")])
+async def test_nova_still_calling_the_service_up_is_life_only_if_it_reported_since(
+        tmp_path: Path, fresh: bool, want: str) -> None:
+    """The probe says down; Nova still lists nova-compute up: a report older
+    than the agent's last word tells nothing (Nova keeps a dead service up
+    for its service_down_time), one after it means the host lives."""
+    from datetime import timedelta
+
+    from nfvha.controller.hostfailure import nova_verdict
+
+    class Nova:
+        def __init__(self) -> None:
+            self.updated: Any = None
+            self.since: list[Any] = []
+
+        async def check(self, host: str, since: Any = None) -> tuple[str, str]:
+            self.since.append(since)
+            return nova_verdict(host, [{"host": host, "state": "up",
+                                        "updated_at": self.updated}], since)
+
+        async def aclose(self) -> None:
+            pass
+
+    sink = Recorder("log")
+    c = Controller(f"sqlite:///{tmp_path / 'c.db'}", [sink], agent_down_after_s=0.3)
+    await c.start()
+    try:
+        nova = Nova()
+        mon = _monitor(c, FakeProbe(DOWN))
+        mon.nova = nova  # type: ignore[assignment]
+        c.host_failure = mon
+        await c.hello("c1", _vms(2))
+        await c.alive("c1", "t0", 2, None, "10.9.9.9")
+        assert c.hosts is not None
+        last = c.hosts.hosts["c1"].last_seen_at
+        assert last is not None
+        nova.updated = (last + timedelta(seconds=5 if fresh else -5)).isoformat()
+        await until(lambda: c.hosts.hosts["c1"].host_failure == want, 10)
+        assert nova.since[0] == last
+        if fresh:
+            assert await c.list_events() == [] and sink.events == []
+        else:
+            await until(lambda: len(sink.events) == 2, 10)
     finally:
         await c.stop()

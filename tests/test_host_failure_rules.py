@@ -124,6 +124,15 @@ def test_nova_service_list_verdict() -> None:
     assert nova_verdict("c1", [{"host": "c1", "state": "up", "forced_down": True}])[0] == DOWN
     assert nova_verdict("c1", [{"host": "c2", "state": "down"}])[0] == UNKNOWN
     assert nova_verdict("c1", [])[0] == UNKNOWN
+    # "up" proves life only with a report after the agent's last word: Nova
+    # calls a service up for service_down_time (60 s) after its last report
+    from datetime import datetime, timezone
+    silent_since = datetime(2026, 12, 2, 10, 0, 0, tzinfo=timezone.utc)
+    stale = {"host": "c1", "state": "up", "updated_at": "2026-12-02T09:59:55.000000"}
+    fresh = {"host": "c1", "state": "up", "updated_at": "2026-12-02T10:00:05.000000"}
+    assert nova_verdict("c1", [stale], silent_since)[0] == UNKNOWN
+    assert nova_verdict("c1", [fresh], silent_since)[0] == UP
+    assert nova_verdict("c1", [{"host": "c1", "state": "up"}], silent_since)[0] == UNKNOWN
 
 
 # --- the probe, real sockets --------------------------------------------------------

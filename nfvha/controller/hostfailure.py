@@ -9,7 +9,8 @@ when its agent is silent AND a second, independent signal agrees:
   (accepted *or refused*: a RST comes from a running kernel) means the host
   is up, only silence or "unreachable" on every attempt means down.
 - ``nova``: Nova lists the host's nova-compute service down (or forced
-  down).
+  down); "up" counts only if nova-compute reported after the agent's last
+  word (Nova keeps a dead service up for its service_down_time).
 
 A signal that says *up* wins (agent only: the host stays "silent", no
 fault); one that cannot tell (no address known, Nova unreachable) counts
@@ -42,9 +43,10 @@ import errno
 import logging
 import time
 import uuid as uuidlib
+from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Iterable, Optional
 
-from nfvha.controller.timeutil import iso, utcnow
+from nfvha.controller.timeutil import iso, parse_utc, utcnow
 
 LOG = logging.getLogger(__name__)
 
@@ -281,7 +283,7 @@ class NovaComputeService:
 
         self._sdk = SdkSink(conn, frozenset({400, 403, 404}))
 
-    async def check(self, host: str) -> tuple[str, str]:
+    async def check(self, host: str, since: Optional[datetime] = None) -> tuple[str, str]:
         from nfvha.controller.reporters import Reject, Retry
 
         try:
@@ -291,8 +293,9 @@ class NovaComputeService:
             return UNKNOWN, f"Nova: {exc.reason}"
         return nova_verdict(host, [
             {"host": getattr(s, "host", None), "state": getattr(s, "state", None),
-             "forced_down": getattr(s, "is_forced_down", getattr(s, "forced_down", None))}
-            for s in services])
+             "forced_down": getattr(s, "is_forced_down", getattr(s, "forced_down", None)),
+             "updated_at": getattr(s, "updated_at", None)}
+            for s in services], since)
 
     async def force_down(self, host: str) -> str:
         """Mark the host's nova-compute forced down (as OPNFV Doctor's
@@ -312,8 +315,12 @@ class NovaComputeService:
         await self._sdk.aclose()
 
 
-def nova_verdict(host: str, services: list[dict[str, Any]]) -> tuple[str, str]:
-    """What Nova's service list says of ``host``'s nova-compute."""
+def nova_verdict(host: str, services: list[dict[str, Any]],
+                 since: Optional[datetime] = None) -> tuple[str, str]:
+    """What Nova's service list says of ``host``'s nova-compute. Nova calls
+    a service up until its service_down_time (60 s) passed without a report,
+    so "up" proves the host lives only if the report (``updated_at``) came
+    after ``since`` (our agent's last word); an older one says nothing."""
     mine = [s for s in services if s.get("host") == host]
     if not mine:
         return UNKNOWN, f"Nova lists no nova-compute on {host}"
@@ -321,10 +328,27 @@ def nova_verdict(host: str, services: list[dict[str, Any]]) -> tuple[str, str]:
         return DOWN, "Nova: nova-compute forced down"
     states = {str(s.get("state")).lower() for s in mine}
     if "up" in states:
-        return UP, "Nova: nova-compute up"
+        if since is None:
+            return UP, "Nova: nova-compute up"
+        reported = [_utc(s.get("updated_at")) for s in mine if s.get("state") == "up"]
+        if any(r is not None and r > since for r in reported):
+            return UP, "Nova: nova-compute up, reported since the agent fell silent"
+        return UNKNOWN, ("Nova: nova-compute still up, its last report older than the "
+                         "agent's silence (Nova marks it down after service_down_time)")
     if states == {"down"}:
         return DOWN, "Nova: nova-compute down"
     return UNKNOWN, f"Nova: nova-compute state {sorted(states)}"
+
+
+def _utc(value: Any) -> Optional[datetime]:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return parse_utc(value)
+    except ValueError:
+        return None
 
 
 # --- the monitor (I/O around the rules) ----------------------------------------------
@@ -478,7 +502,10 @@ class HostFailureMonitor:
                         else await self.probe.check(address)
                 else:
                     assert self.nova is not None
-                    verdict, detail = await self.nova.check(c.host)
+                    rec = self.liveness.hosts.get(c.host) if self.liveness is not None \
+                        else None
+                    verdict, detail = await self.nova.check(
+                        c.host, rec.last_seen_at if rec is not None else None)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a signal that fails tells nothing
