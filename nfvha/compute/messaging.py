@@ -160,7 +160,6 @@ class MessagingChannels:
                                     to_heartbeat=self._to_heartbeat,
                                     vm_changed=lambda s: self.announce())
         self._running = False
-        self._task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._announce_soon: asyncio.Handle | None = None
         self._announced: tuple[str, ...] | None = None
@@ -173,22 +172,20 @@ class MessagingChannels:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._send_fanouts(), name="compute-sg-fanout")]
         self.announce()
-        self._task = loop.create_task(self._resend_loop(), name="compute-sg-announce")
+        self._tasks.append(loop.create_task(self._resend_loop(), name="compute-sg-announce"))
 
     async def stop(self) -> None:
         self._running = False
         if self._announce_soon is not None:
             self._announce_soon.cancel()
             self._announce_soon = None
-        for task in [self._task, *self._tasks]:
-            if task is None:
-                continue
+        for task in self._tasks:
             task.cancel()
             try:
                 await task
             except (asyncio.CancelledError, Exception):
                 pass
-        self._task, self._tasks = None, []
+        self._tasks = []
 
     # -- placement ---------------------------------------------------------------------
     def changed(self, kind: str, key: str, present: bool) -> None:
@@ -243,7 +240,6 @@ class MessagingChannels:
 
     async def _send_fanouts(self) -> None:
         # one sender: the controllers get the snapshots in the order made
-        assert self._fanout is not None or not self._fanouts
         while True:
             await self._fanout_ready.wait()
             self._fanout_ready.clear()
