@@ -67,8 +67,8 @@ async def _wait_http(port: int, path: str, timeout: float = 10.0) -> None:
     end = time.monotonic() + timeout
     last = "no answer"
     while time.monotonic() < end:
-        s = await HttpProbe("127.0.0.1", port, path, timeout=2.0).once()
-        if s.ok and s.detail and not s.detail.startswith("HTTP 4"):
+        s = await HttpProbe("127.0.0.1", port, path, timeout=2.0, expect=range(200, 400)).once()
+        if s.ok:
             return
         last = s.detail
         await asyncio.sleep(0.05)
