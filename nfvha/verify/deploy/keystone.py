@@ -147,7 +147,9 @@ class KeystoneDeployment:
         return [str(self.venv / "bin" / "gunicorn"), "--chdir", str(self.workdir),
                 "--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", "4",
                 "--timeout", "120", "--graceful-timeout", "2", "--no-control-socket",
-                f"{shim.stem}:application"]
+                # its log and Keystone's warnings in a file, not on our terminal
+                "--error-logfile", str(self.workdir / f"gunicorn-{name}.log"),
+                "--capture-output", f"{shim.stem}:application"]
 
     def token_request(self) -> bytes:
         """The body of a password-method, project-scoped token request as admin."""
