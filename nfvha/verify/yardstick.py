@@ -191,8 +191,8 @@ def table(cases: List[YardstickCase]) -> str:
         for m in c.monitors:
             stand_in = ""
             if m.type == "openstack-cmd" and dep is not None:
-                stand_in = "  -> not run (no OpenStack here): the scenario's client probe " \
-                           "stands for it"
+                stand_in = "  -> not run (no OpenStack cloud or CLI here): the scenario's " \
+                           "client probe stands for it"
             sic = "" if m.type in ("openstack-cmd", "process") or not m.process else \
                 " (sic: the file names the process as its monitor_type; a process monitor)"
             out.append(f"    monitor {m.describe()}{sic}{stand_in}")
