@@ -100,3 +100,19 @@ async def test_rearming_many_times_keeps_the_heap_near_its_live_size() -> None:
 async def test_one_timers_per_loop() -> None:
     a = timers.for_loop()
     assert timers.for_loop(asyncio.get_running_loop()) is a
+
+
+def test_a_closed_loop_and_its_timers_are_not_kept_alive() -> None:
+    import gc
+    import weakref
+
+    async def use() -> None:
+        timers.for_loop().call_at(time.monotonic() + 60, lambda: None)
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(use())
+    loop.close()
+    gone = weakref.ref(loop)
+    del loop
+    gc.collect()
+    assert gone() is None

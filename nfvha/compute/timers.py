@@ -31,6 +31,10 @@ LOG = logging.getLogger(__name__)
 GRANULARITY = 0.001  # seconds: the most a due entry waits for its batch
 
 
+def _NO_HANDLE() -> None:
+    return None
+
+
 class Timer:
     """One scheduled call; ``cancel()`` is O(1) (the entry is skipped when it surfaces)."""
 
@@ -58,12 +62,16 @@ class Timers:
                  granularity: float = GRANULARITY) -> None:
         if granularity <= 0:
             raise ValueError("granularity must be positive")
-        self._loop = loop
+        # weakly: for_loop's table keys on the loop, which must be free to go
+        self._loop = weakref.ref(loop)
         self.granularity = granularity
         self._heap: list[tuple[float, int, Timer]] = []
         self._seq = itertools.count()  # ties fire in scheduling order
         self._cancelled = 0  # cancelled entries still in the heap
-        self._handle: asyncio.TimerHandle | None = None
+        # The loop's handle, weakly where the loop's handles allow it (the
+        # loop holds it while scheduled): a strong one would keep the loop
+        # alive through for_loop's table after it closed.
+        self._handle: Callable[[], asyncio.TimerHandle | None] = _NO_HANDLE
         self._wake_at = math.inf  # when the loop's handle fires
         self._running = False  # in _run: the heap must stay the list it iterates
         self.counters = {"wakeups": 0, "fired": 0, "compactions": 0}
@@ -97,13 +105,21 @@ class Timers:
         wake = math.ceil(at / g) * g
         if wake >= self._wake_at:
             return
-        if self._handle is not None:
-            self._handle.cancel()
+        handle = self._handle()
+        if handle is not None:
+            handle.cancel()
+        loop = self._loop()
+        if loop is None:  # the loop is gone: nothing will run these any more
+            return
         self._wake_at = wake
-        self._handle = self._loop.call_later(max(0.0, wake - time.monotonic()), self._run)
+        handle = loop.call_later(max(0.0, wake - time.monotonic()), self._run)
+        try:
+            self._handle = weakref.ref(handle)
+        except TypeError:  # a loop whose handles take no weak reference
+            self._handle = lambda: handle
 
     def _run(self) -> None:
-        self._handle = None
+        self._handle = _NO_HANDLE
         self._wake_at = math.inf
         self.counters["wakeups"] += 1
         heap = self._heap
