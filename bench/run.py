@@ -12,7 +12,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SCRIPTS = ["detection.py", "detection_load.py", "virtio_serial.py", "heartbeat_scale.py",
            "controller_delivery.py", "servergroup_latency.py", "compute_cast_cpu.py",
-           "compute_liveness.py", "recovery.py", "host_down.py"]
+           "compute_liveness.py", "recovery.py", "host_down.py", "chaos.py"]
 
 
 def main(argv: list[str]) -> int:

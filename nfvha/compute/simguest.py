@@ -15,7 +15,9 @@ Not the real guest agent (nfvha.guest): it exists to be cheap, and to be
 Prints ``{"ready": [uuid, ...]}`` once listening. Commands on stdin, one a
 line: ``hang <uuid|all>`` (stop answering; prints ``{"hung": uuid, "mono": t}``
 with the time.monotonic() of the hang), ``resume <uuid|all>``,
-``close <uuid>`` (close the connection and remove the socket), ``quit``.
+``close <uuid>`` (close the connection and remove the socket), ``unhealthy
+<uuid|all>`` / ``healthy <uuid|all>`` (answer challenges with that health;
+prints ``{"unhealthy": uuid, "mono": t}`` / ``{"healthy": ...}``), ``quit``.
 """
 from __future__ import annotations
 
@@ -47,6 +49,7 @@ class SimGuest(asyncio.Protocol):
         self.seq = 0
         self.invocation_id = random.randrange(1, 2**31)
         self.hung = False
+        self.health = "healthy"
         self._hostile: asyncio.TimerHandle | None = None
         self._burst: bytes | None = None
 
@@ -100,7 +103,7 @@ class SimGuest(asyncio.Protocol):
             if self.sim.behaviour == "wrongnonce":
                 nonce = (nonce + 1) & 0x7FFFFFFF
             reply = self._msg("challenge_response", heartbeat_response=nonce,
-                              heartbeat_health="healthy", corrective_action="reboot",
+                              heartbeat_health=self.health, corrective_action="reboot",
                               log_msg="")
             if self.sim.behaviour == "bytewise":
                 self.send_bytewise(_encode(reply))
@@ -169,6 +172,13 @@ class Simulator:
                 self.guests[u].hung = flag
         return chosen
 
+    def set_health(self, which: str, health: str) -> list[str]:
+        chosen = list(self.guests) if which == "all" else [which]
+        for u in chosen:
+            if u in self.guests:
+                self.guests[u].health = health
+        return chosen
+
     async def close(self, u: str) -> None:
         server = self.servers.pop(u, None)
         guest = self.guests.get(u)
@@ -211,6 +221,10 @@ async def _main(args: argparse.Namespace) -> None:
             for u in sim.hang(arg, cmd == "hang"):
                 print(json.dumps({"hung" if cmd == "hang" else "resumed": u, "mono": mono}),
                       flush=True)
+        elif cmd in ("unhealthy", "healthy"):
+            mono = time.monotonic()
+            for u in sim.set_health(arg, cmd):
+                print(json.dumps({cmd: u, "mono": mono}), flush=True)
         elif cmd == "close":
             await sim.close(arg)
             print(json.dumps({"closed": arg, "mono": time.monotonic()}), flush=True)
