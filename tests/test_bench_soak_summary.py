@@ -83,3 +83,19 @@ def test_a_window_longer_than_the_sample_ring_is_refused(capsys) -> None:
     assert soak.parse_args(["--window-s", "120", "--interval-ms", "1000"]).window_s == 120
     with pytest.raises(SystemExit):
         soak.parse_args(["--minutes", "0"])
+
+
+def test_quantiles_match_the_nearest_rank_of_the_sorted_samples() -> None:
+    import random
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from _common import pct
+
+    rnd = random.Random(7)
+    xs = [round(rnd.expovariate(1 / 3.0), 2) for _ in range(5000)] + [1500.25, 2500.5]
+    q = soak.quantiles(xs)
+    assert q["n"] == len(xs) and q["max"] == 2500.5
+    assert q["p50"] == pytest.approx(pct(xs, 0.5), abs=0.011)
+    assert q["p99"] == pytest.approx(pct(xs, 0.99), abs=0.011)
+    # beyond the histogram's top the samples are kept exactly
+    assert soak.quantiles([2000.0, 3000.0, 4000.0])["p50"] == 3000.0
