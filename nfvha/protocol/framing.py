@@ -142,6 +142,17 @@ class LineDecoder:
         return out
 
 
+_CHALLENGE_KEYS = ("version", "revision", "msg_type", "sequence", "heartbeat_challenge")
+_CHALLENGE = (b'\n{"version":%d,"revision":%d,"msg_type":"challenge","sequence":%d,'
+              b'"heartbeat_challenge":%d}\n')
+
+
 def encode(msg: dict) -> bytes:
     """b"\\n" + compact JSON + b"\\n" (ASCII-only, so no raw newline can appear)."""
+    # A challenge (every guest, every interval) without the encoder: for these
+    # keys in this order with int values, the very bytes json gives.
+    if msg.get("msg_type") == "challenge" and tuple(msg) == _CHALLENGE_KEYS:
+        v, r, s, c = msg["version"], msg["revision"], msg["sequence"], msg["heartbeat_challenge"]
+        if type(v) is int and type(r) is int and type(s) is int and type(c) is int:
+            return _CHALLENGE % (v, r, s, c)
     return b"\n" + _ENCODE(msg).encode("ascii") + b"\n"
