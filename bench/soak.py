@@ -119,11 +119,13 @@ def memory_summary(series: dict[str, list[tuple[float, float]]]) -> dict[str, di
         if not pts:
             continue
         half = (pts[0][0] + pts[-1][0]) / 2
+        late = [p for p in pts if p[0] >= half]
         out[name] = {"start_mb": round(pts[0][1], 1), "end_mb": round(pts[-1][1], 1),
                      "max_mb": round(max(v for _, v in pts), 1),
                      "slope_mb_per_h": _round(slope_per_hour(pts)),
+                     # two points are one step, not a trend
                      "slope_2nd_half_mb_per_h":
-                         _round(slope_per_hour([p for p in pts if p[0] >= half]))}
+                         _round(slope_per_hour(late)) if len(late) >= 3 else None}
     return out
 
 
@@ -189,17 +191,19 @@ class FaultLog(logging.Handler):
 async def _drain_samples(agent: Any, attr: str, path: Path) -> int:
     """Every session's samples since the last drain, to a file of doubles
     (the driver computes the quantiles: a sort of 300 000 floats would
-    stall the loop that runs the heartbeats). A few sessions at a time."""
-    buf = array("d")
-    sessions = list(agent.sessions.values())
-    for i, s in enumerate(sessions):
-        ring = getattr(s, attr)
-        buf.extend(ring)
-        ring.clear()
-        if i % 50 == 49:
-            await asyncio.sleep(0)
-    path.write_bytes(buf.tobytes())
-    return len(buf)
+    stall the loop that runs the heartbeats), a session at a time, so no
+    large buffer moves the agent's RSS the soak is watching."""
+    n = 0
+    with path.open("wb") as f:
+        for i, s in enumerate(list(agent.sessions.values())):
+            ring = getattr(s, attr)
+            part = array("d", ring)
+            ring.clear()
+            part.tofile(f)
+            n += len(part)
+            if i % 50 == 49:
+                await asyncio.sleep(0)
+    return n
 
 
 async def agent_child(conf_path: str) -> None:

@@ -99,3 +99,11 @@ def test_quantiles_match_the_nearest_rank_of_the_sorted_samples() -> None:
     assert q["p99"] == pytest.approx(pct(xs, 0.99), abs=0.011)
     # beyond the histogram's top the samples are kept exactly
     assert soak.quantiles([2000.0, 3000.0, 4000.0])["p50"] == 3000.0
+
+
+def test_a_second_half_of_two_samples_gives_no_slope() -> None:
+    # a 3-minute run: start and three windows; its second half is one step
+    m = soak.memory_summary({"agent": [(0.0, 112.3), (60.0, 114.3), (120.0, 112.2),
+                                       (180.0, 116.4)]})
+    assert m["agent"]["slope_2nd_half_mb_per_h"] is None
+    assert m["agent"]["slope_mb_per_h"] is not None
