@@ -251,6 +251,7 @@ async def test_every_controller_sees_a_killed_agent_go_silent_and_come_back(
         first = await poll(lambda: all_in("up"), 60, "both controllers hear the agent")
         started = first[0]["agent_started_at"]
 
+        up_before = await poll(lambda: all_in("up"), 60, "both controllers hear the agent")
         compute.send_signal(signal.SIGKILL)
         compute.wait(10)
         killed = time.monotonic()
@@ -265,7 +266,9 @@ async def test_every_controller_sees_a_killed_agent_go_silent_and_come_back(
         for http in clients:
             m = (await http.get("/metrics")).text
             assert f'nfvha_compute_up{{host="{host}"}} 0.0' in m
-        assert all(h["silences"] == 1 for h in silent)
+        # the kill counted once (on a loaded machine an earlier report may have
+        # come late enough for a silence of its own before the kill)
+        assert all(h["silences"] == b["silences"] + 1 for h, b in zip(silent, up_before))
 
         compute = start("compute", compute_conf)
         back = await poll(lambda: all_in("up"), 60, "both controllers hear it again")
