@@ -23,8 +23,8 @@ Printed at the end: faults detected (each compute agent's own log line
 delivered to each sink (lost: detected, never delivered), deliveries of one
 event more than once, the longest detection -> delivery delay of the faults
 detected around each disruption, and broadcasts lost outside the bus outage
-(the outage: from the broker's stop until the first broadcast after its
-return reaches every peer).
+(the outage: from the broker's stop until, from each compute's peers, a
+broadcast sent after its return reaches every peer).
 
     python bench/chaos.py [--short] [--json] [--seconds S] [--guests N]
 
@@ -120,11 +120,27 @@ class Postgres:
 
 # --------------------------------------------------------------------- sinks
 class TimedWebhook(WebhookStandin):
-    """The webhook stand-in, with the wall time of each accepted delivery."""
+    """The webhook stand-in, with the wall time of each accepted delivery.
+    It answers `delay_s` after a request arrives, so that a controller can be
+    killed while one of its deliveries is in flight (`inflight`: path and
+    event id of the requests not answered yet)."""
 
-    def __init__(self) -> None:
+    def __init__(self, delay_s: float = 0.2) -> None:
         self.times: list[float] = []
+        self.delay_s = delay_s
+        self.inflight: set[tuple[str, str]] = set()
         super().__init__()
+
+    async def _record(self, request: Any) -> tuple[Any, Any]:
+        rec, failed = await super()._record(request)
+        if failed is None:
+            key = (rec.path, rec.headers.get("idempotency-key", ""))
+            self.inflight.add(key)
+            try:
+                await asyncio.sleep(self.delay_s)
+            finally:
+                self.inflight.discard(key)
+        return rec, failed
 
     def _accept(self, rec: Any) -> None:
         self.times.append(time.time())
@@ -260,6 +276,8 @@ class Chaos:
         self.bus_out: Optional[Disruption] = None
         self.relay_out: dict[Path, tuple[float, float]] = {}  # a compute's relay dead
         self.down: set[str] = set()  # computes whose agent is dead
+        self.killed_in_flight: list[str] = []  # event ids in flight at a controller kill
+        self.kill_walls: list[float] = []  # wall time of each controller kill
         self.injected: Counter[str] = Counter()
         self.errors: list[str] = []
 
@@ -275,7 +293,6 @@ class Chaos:
             f"[bus]\ntransport_url = {url}\n"
             f"[database]\nconnection = {self.pg.url}\n"
             f"[reporters]\nenabled = {sinks}\nretry_base_s = 0.05\nretry_max_s = 1.0\n"
-            f"[webhook]\nurl = {self.hook.url}/chaos\n"
             "[masakari]\ncloud = chaos\n"
             "[hosts]\nreport_host_down = false\n"
             f"[servergroup]\ngroups_file = {groups}\n"
@@ -285,7 +302,9 @@ class Chaos:
             "instance_ha_endpoint_override": self.masakari.url + "/v1"}}}))
         for i in (1, 2, 3):
             (self.dir / f"ctl{i}.conf").write_text(
-                f"[DEFAULT]\nhost = chaos-ctl{i}-{self.run}\ncontroller_id = ctl{i}-{self.run}\n")
+                f"[DEFAULT]\nhost = chaos-ctl{i}-{self.run}\ncontroller_id = ctl{i}-{self.run}\n"
+                # a path of its own: the bench sees whose delivery is in flight
+                f"[webhook]\nurl = {self.hook.url}/ctl{i}\n")
 
     def _env(self) -> dict[str, str]:
         return dict(os.environ, PYTHONPATH=str(ROOT),
@@ -433,7 +452,17 @@ class Chaos:
     async def kill_controller(self, name: str, down_s: float) -> None:
         p = self.controllers[name]
         assert p is not None
+        # when one of its webhook deliveries is in flight (the sink got it, the
+        # controller has not heard back), if one comes within 15 s
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            mine = [e for path, e in self.hook.inflight if path == f"/{name}"]
+            if mine:
+                self.killed_in_flight.append(mine[0])
+                break
+            await asyncio.sleep(0.005)
         d = Disruption(f"kill -9 controller {name}", time.monotonic())
+        self.kill_walls.append(time.time())
         p.send_signal(signal.SIGKILL)
         await p.wait()
         await asyncio.sleep(down_s)
@@ -524,9 +553,13 @@ class Chaos:
                 else (ev["host"], ev["instance_uuid"])] += 1
         want = kinds if by_kind else detected
         lost = sum(max(0, n - got.get(k, 0)) for k, n in want.items())
+        # each repeated event: its instance and when it was told, wall time
+        repeated = [{"instance": first[k][1]["instance_uuid"],
+                     "at": [round(t, 3) for kk, t, _ in deliveries if kk == k]}
+                    for k, n in per_key.items() if n > 1]
         return {"delivered": len(first), "lost": lost,
                 "duplicates": sum(n - 1 for n in per_key.values() if n > 1),
-                "_first": first}
+                "repeated": repeated[:10], "_first": first}
 
     def delays(self, first: dict[str, tuple[float, dict[str, Any]]]
                ) -> list[tuple[float, float]]:
@@ -571,17 +604,21 @@ class Chaos:
                 if near:
                     key = dis.what
                     around[key] = max(around.get(key, 0.0), max(near) * 1000)
-        # the bus outage ends when a broadcast sent after the broker is back reaches all
+        # the bus outage ends when, from each compute's peers, a broadcast sent
+        # after the broker is back reaches all (each agent reconnects on its own)
         out_start = self.bus_out.start if self.bus_out else float("inf")
         out_end = out_start
         if self.bus_out is not None:
-            out_end = float("inf")
+            back: dict[Path, float] = {}
             for b in self.broadcasts:
-                if b.sent >= self.bus_out.end and b.to and \
+                where = self.peers[b.sender].path.parent
+                if where not in back and b.sent >= self.bus_out.end and b.to and \
                         all(b.data in self.peers[m].got for m in b.to):
-                    out_end = b.sent
-                    break
+                    back[where] = b.sent
+            out_end = max(back.values()) if len(back) == len(self.computes) \
+                else float("inf")
         lost_in = lost_out = lost_relay = expected = 0
+        lost_detail: list[dict[str, Any]] = []
 
         def relay_dead(peer: str, at: float) -> bool:
             lo, hi = self.relay_out.get(self.peers[peer].path.parent, (0.0, -1.0))
@@ -598,6 +635,15 @@ class Chaos:
                     lost_relay += 1
                 else:
                     lost_out += 1
+                    if len(lost_detail) < 10:
+                        lost_detail.append({"data": b.data, "from": b.sender, "to": m, "since": {
+                            d.what: round(b.sent - d.start, 2) for d in self.disruptions}})
+        # the deliveries in flight on a killed controller: made again by another?
+        told = Counter(k for k, _, _ in self.hook.deliveries())
+        in_flight = [{"id": e, "told": told.get(e, 0),
+                      "paths": [r.path for r in self.hook.received
+                                if r.headers.get("idempotency-key") == e]}
+                     for e in self.killed_in_flight]
         compute_counters = {c.name.split("-")[1]: sum(1 for h, _, _ in det if h == c.name)
                             for c in self.computes.values()}
         return {
@@ -607,9 +653,12 @@ class Chaos:
             "injected": dict(self.injected),
             "guests": self.n_guests,
             "sinks": sinks,
+            "webhook_in_flight_at_controller_kill": in_flight,
+            "controller_kills_wall": [round(t, 3) for t in self.kill_walls],
             "broadcasts_sent": len(self.broadcasts),
             "broadcast_deliveries_expected": expected,
             "broadcasts_lost_outside_outage": lost_out,
+            "broadcasts_lost_outside_outage_detail": lost_detail,
             "broadcasts_lost_in_outage": lost_in,
             "broadcasts_lost_with_a_killed_relay": lost_relay,
             "bus_outage_s": (out_end - out_start) if self.bus_out else 0.0,
@@ -717,6 +766,9 @@ def table(res: dict[str, Any]) -> str:
              f"{'sink':<10} {'delivered':>9} {'lost':>5} {'duplicates':>10}"]
     for name, s in res["sinks"].items():
         lines.append(f"{name:<10} {s['delivered']:>9} {s['lost']:>5} {s['duplicates']:>10}")
+    for f in res["webhook_in_flight_at_controller_kill"]:
+        lines.append(f"webhook delivery in flight on the killed controller: told "
+                     f"{f['told']} time(s), by {', '.join(f['paths'])}")
     lines.append(f"longest detection -> delivery: {res['max_delay_ms']:.0f} ms overall; "
                  "around each disruption: " + ", ".join(
                      f"{k} {v:.0f} ms" for k, v in res["max_delay_ms_around"].items()))
