@@ -752,8 +752,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--short", "--quick", action="store_true",
                     help="5 hangs per fast method, 1 for Masakari (about 3 minutes)")
     ap.add_argument("--hangs", type=int, default=20, help="hangs of guests A and B each")
-    ap.add_argument("--masakari-hangs", type=int, default=5,
-                    help="hangs of guest C (Masakari's monitor: ~1 min each)")
+    ap.add_argument("--masakari-hangs", type=int, default=20,
+                    help="hangs of guest C (Masakari's monitor: ~1 min each, so the "
+                         "default run takes ~25 min)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--monitor-worker", metavar="SPECS", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
