@@ -18,7 +18,10 @@ Every part is a process of its own, over the machine's RabbitMQ
 
 Nothing hangs, so every fault is a false alarm: counted at the agent (by
 kind; ``heartbeat_loss`` apart), at the controllers (GET /v1/events) and at
-the sink. Each window (default 60 s) prints the challenge round trip
+the sink. So that a zero there is no blind spot, both controllers must show
+the agent's host up with every instance (GET /v1/hosts, /v1/instances), and
+after the count one guest hangs for real: one fault must reach each of the
+three (the control). Each window (default 60 s) prints the challenge round trip
 (written -> answered, the agent's clock) p50/p99/max, how late challenges
 left (p99), the faults so far and every process's RSS (/proc/<pid>/status);
 at the end each process's RSS at start and end and its slope in MB per hour
@@ -29,7 +32,8 @@ at the end each process's RSS at start and end and its slope in MB per hour
 
 ``make soak`` (SOAK_ARGS="--minutes 3" for a short run). --json: one JSON
 document on stdout (the table goes to stderr). Exit 0 when there was no
-false alarm and every process lived to the end, 1 otherwise, 2 when
+false alarm, every process lived to the end and the control was seen, 1
+otherwise, 2 when
 RabbitMQ or PostgreSQL is missing.
 """
 from __future__ import annotations
@@ -324,6 +328,7 @@ class Soak:
         self.ports: list[int] = []
         self.db = Database(self.run_id)
         self.logs: list[Any] = []
+        self.uuids: list[str] = []
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -388,7 +393,8 @@ class Soak:
                                  "--interval-ms", str(self.args.interval_ms),
                                  stdin=True, stdout=True)
             assert g.stdout is not None
-            json.loads(await asyncio.wait_for(g.stdout.readline(), 120))  # {"ready": [...]}
+            ready = json.loads(await asyncio.wait_for(g.stdout.readline(), 120))["ready"]
+            self.uuids.extend(ready)
             left -= n
             k += 1
         conf = self.work / "compute.conf"
@@ -432,6 +438,52 @@ class Soak:
                         out["events"] = len({e["id"] for e in evs})
                         for e in evs:
                             out["event_kinds"][e["kind"]] = out["event_kinds"].get(e["kind"], 0) + 1
+        return out
+
+    async def control_hang(self, sink: Any, faults: int, events: int) -> dict[str, Any]:
+        """After the count: one guest hangs for real, and the same counting
+        path must see one fault at the agent, the controllers and the sink
+        (a zero above is then no blind spot)."""
+        g = self.procs["guests-0"]
+        assert g.stdin is not None and g.stdout is not None
+        webhook = len(sink.received)
+        g.stdin.write(f"hang {self.uuids[0]}\n".encode())
+        await g.stdin.drain()
+        await asyncio.wait_for(g.stdout.readline(), 10)  # {"hung": ...}
+        got: dict[str, Any] = {}
+        end = time.monotonic() + 20
+        while time.monotonic() < end:
+            await asyncio.sleep(0.5)
+            st = await self.ask_agent("status")
+            ctl = await self.controller_events()
+            got = {"agent": st["faults"] - faults,
+                   "heartbeat_loss": st["fault_kinds"].get("heartbeat_loss", 0),
+                   "controllers": (ctl["events"] or 0) - events,
+                   "sink": len(sink.received) - webhook}
+            if got["agent"] and got["controllers"] and got["sink"]:
+                break
+        got["ok"] = got.get("agent") == got.get("controllers") == got.get("sink") == 1
+        return got
+
+    async def controllers_see(self) -> list[dict[str, Any]]:
+        """What each controller knows of the agent: its host's state (the
+        alive fanout reached it) and the instances in the store; a zero
+        of faults counts only if the controllers hear the agent at all."""
+        import httpx
+
+        out = []
+        host = f"soak-compute-{self.run_id}"
+        async with httpx.AsyncClient(timeout=10) as http:
+            for port in self.ports:
+                seen: dict[str, Any] = {"host_state": None, "instances": None}
+                with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, TypeError):
+                    hosts = (await http.get(f"http://127.0.0.1:{port}/v1/hosts")).json()
+                    seen["host_state"] = next((h["state"] for h in hosts
+                                               if h["host"] == host), None)
+                    insts = (await http.get(f"http://127.0.0.1:{port}/v1/instances",
+                                            params={"limit": 10000})).json()
+                    seen["instances"] = sum(1 for i in insts if i.get("host") == host)
+                out.append(seen)
         return out
 
     def rss(self) -> dict[str, float | None]:
@@ -501,6 +553,8 @@ class Soak:
         await asyncio.sleep(3)  # a fault on its way still counts
         st = await self.ask_agent("status")
         ctl = await self.controller_events()
+        seen = await self.controllers_see()
+        heard = all(c["host_state"] == "up" and c["instances"] == a.guests for c in seen)
         kinds = st["fault_kinds"]
         p99s = [w["rtt_ms"]["p99"] for w in windows if w["rtt_ms"]["p99"] is not None]
         false_alarms = {
@@ -512,6 +566,10 @@ class Soak:
         cpu_pct = {n: _round(100.0 * (cpu1[n] - cpu0[n]) / duration)
                    if cpu0.get(n) is not None and cpu1.get(n) is not None else None
                    for n in cpu0}
+        quiet = st["faults"] == 0 and not ctl["events"] and not sink.received \
+            and st["phases"].get("enabled", 0) == a.guests
+        control = await self.control_hang(sink, st["faults"], ctl["events"] or 0) \
+            if ok_alive else None
         return {
             "minutes": round(duration / 60, 2), "guests": a.guests,
             "interval_ms": a.interval_ms, "controllers": 2, "window_s": a.window_s,
@@ -521,9 +579,9 @@ class Soak:
             "enabled_at_end": st["phases"].get("enabled", 0),
             "rtt_p99_ms": {"worst_window": max(p99s) if p99s else None,
                            "median_window": pct(p99s, 0.5)},
-            "all_alive": ok_alive,
-            "ok": ok_alive and st["faults"] == 0 and not ctl["events"]
-            and not sink.received and st["phases"].get("enabled", 0) == a.guests}
+            "all_alive": ok_alive, "controllers_see": seen,
+            "control": control,
+            "ok": ok_alive and heard and quiet and control is not None and control["ok"]}
 
     async def stop(self) -> None:
         for name, p in self.procs.items():
@@ -586,6 +644,14 @@ def report(r: dict[str, Any], out: Any) -> None:
           f"{fa['webhook_deliveries']}; guests enabled at the end {r['enabled_at_end']}; "
           f"'starved' reports {r['starved']} (a guest short of CPU: a host condition, "
           "not a fault)", file=out)
+    print("controllers hear the agent: " + ", ".join(
+        f"{c['host_state']} with {c['instances']} instances" for c in r["controllers_see"]),
+        file=out)
+    c = r["control"]
+    if c is not None:
+        print(f"control, one guest hung after the count: agent {c['agent']} "
+              f"(heartbeat_loss {c['heartbeat_loss']}), controllers {c['controllers']}, "
+              f"sink {c['sink']}: {'seen everywhere' if c['ok'] else 'NOT SEEN'}", file=out)
     p = r["rtt_p99_ms"]
     print(f"round trip p99 per window: median {_f(p['median_window'], 2)} ms, worst "
           f"{_f(p['worst_window'], 2)} ms", file=out)
