@@ -458,7 +458,7 @@ class Chaos:
         while time.monotonic() < deadline:
             mine = [e for path, e in self.hook.inflight if path == f"/{name}"]
             if mine:
-                self.killed_in_flight.append(mine[0])
+                self.killed_in_flight += mine
                 break
             await asyncio.sleep(0.005)
         d = Disruption(f"kill -9 controller {name}", time.monotonic())

@@ -11,7 +11,7 @@ its Idempotency-Key (the event id), so repeats there (that in-flight one,
 told twice) are counted, not held against it. Masakari's
 notification carries no event id: delivery is at least once, and only a
 notification in flight on the killed controller may be sent again by the one
-that takes it over, so at most one repeat. No broadcast is lost outside the
+that takes it over. No broadcast is lost outside the
 broker's outage (nor between peers whose relay, the killed compute agent,
 was alive)."""
 from __future__ import annotations
@@ -52,10 +52,13 @@ def test_chaos_short_form_delivers_every_fault_and_every_broadcast() -> None:
         sink = res["sinks"][name]
         assert sink["lost"] == 0, (name, sink)
         assert sink["delivered"] == res["faults_detected"], (name, sink)
-    assert res["sinks"]["masakari"]["duplicates"] <= 1
     # the controller was killed with a webhook delivery of its own in flight
     # (the stand-in answers 0.2 s late): a live controller made it again
-    for f in res["webhook_in_flight_at_controller_kill"]:
+    in_flight = res["webhook_in_flight_at_controller_kill"]
+    for f in in_flight:
         assert set(f["paths"]) - {"/ctl1"}, f
+    # at Masakari only those may repeat (their notification was answered, the
+    # killed controller never recorded it)
+    assert res["sinks"]["masakari"]["duplicates"] <= max(1, len(in_flight))
     assert res["broadcasts_sent"] > 50
     assert res["broadcasts_lost_outside_outage"] == 0
