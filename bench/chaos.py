@@ -153,8 +153,11 @@ class TimedWebhook(WebhookStandin):
 
 
 class TimedMasakari(MasakariStandin):
-    """The Masakari stand-in, each notification processed at once (so a
-    second fault of one VM is a new notification, not Masakari's 409)."""
+    """The Masakari stand-in with the time each notification was answered.
+    Like the real one it answers 409 "is duplicate" to the same VM's
+    notification within 180 s of an earlier one (a second fault, or a
+    delivery repeated after a controller was killed): the sink counts that
+    delivered, and Masakari starts no second recovery."""
 
     def __init__(self) -> None:
         self.times: list[float] = []
@@ -163,16 +166,28 @@ class TimedMasakari(MasakariStandin):
     def _accept(self, rec: Any) -> None:
         self.times.append(time.time())
         super()._accept(rec)
-        self.finish_all()
+
+    @staticmethod
+    def _key(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        n = body["notification"]
+        key = f"{n['hostname']}|{n['payload']['instance_uuid']}|{n['generated_time']}"
+        return key, {"host": n["hostname"], "instance_uuid": n["payload"]["instance_uuid"],
+                     "detected_at": n["generated_time"]}
 
     def deliveries(self) -> list[tuple[str, float, dict[str, Any]]]:
+        """Every notification Masakari accepted (a key twice = two recoveries),
+        then each one it absorbed as a duplicate that it had not accepted
+        under that key (delivered: the earlier recovery covers it)."""
         out = []
         for r, t in zip(self.received, self.times):
-            n = r.body["notification"]
-            key = f"{n['hostname']}|{n['payload']['instance_uuid']}|{n['generated_time']}"
-            out.append((key, t, {"host": n["hostname"],
-                                 "instance_uuid": n["payload"]["instance_uuid"],
-                                 "detected_at": n["generated_time"]}))
+            key, ev = self._key(r.body)
+            out.append((key, t, ev))
+        seen = {k for k, _, _ in out}
+        for t, r in self.duplicates:
+            key, ev = self._key(r.body)
+            if key not in seen:
+                seen.add(key)
+                out.append((key, t, ev))
         return out
 
 

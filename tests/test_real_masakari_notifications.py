@@ -174,6 +174,13 @@ async def test_a_duplicate_is_delivered_with_a_note(cloud: Cloud, tmp_path) -> N
         listed = await cloud.admin(lambda c: list(c.instance_ha.notifications()))
         assert [n.payload["instance_uuid"] for n in listed].count(vm) == 1
         await cloud.wait_status(_note_uuid(first), {"finished"})
+        # and after the first one's recovery finished: Masakari's duplicate check
+        # looks at generated_time (the interval), not at the first one's status,
+        # so a repeat (a delivery taken over from a killed controller) starts
+        # no second recovery
+        [late] = await _deliver(cloud, tmp_path, fault(host=host, instance_uuid=vm))
+        assert late["status"] == "delivered", late
+        assert late["note"].startswith("duplicate: Masakari already has this notification")
     finally:
         await nova.stop()
 

@@ -2,6 +2,8 @@
 validation, duplicates) and fail exactly as often as they are told."""
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 import httpx
 import pytest
 
@@ -46,8 +48,12 @@ async def test_masakari_validates_and_detects_duplicates():
         assert first.status_code == 202
         assert first.json()["notification"]["status"] == "new"
         assert (await h.post("/v1/notifications", json=VM)).status_code == 409
-        m.finish_all()
-        assert (await h.post("/v1/notifications", json=VM)).status_code == 202
+        m.finish_all()  # processed: still a duplicate (Masakari goes by generated_time)
+        assert (await h.post("/v1/notifications", json=VM)).status_code == 409
+        later = datetime.fromisoformat(VM["notification"]["generated_time"].replace(
+            "Z", "+00:00")) + timedelta(seconds=181)
+        again = {"notification": {**VM["notification"], "generated_time": later.isoformat()}}
+        assert (await h.post("/v1/notifications", json=again)).status_code == 202
         versions = (await h.get("/")).json()
         assert versions["versions"][0]["id"] == "v1.0"
 

@@ -5,14 +5,19 @@ https://docs.openstack.org/api-ref/instance-ha/#notifications-notifications):
 ``POST /v1/notifications`` with ``{"notification": {"type", "hostname",
 "generated_time", "payload"}}`` answers 202 with the created notification;
 a malformed body answers 400; the same notification (type, hostname,
-payload) again while the first is still being processed answers 409, as
-Masakari's duplicate-notification check does.  ``GET /`` and ``GET /v1``
+payload) again answers 409 when an earlier one's ``generated_time`` is at
+most ``duplicate_interval_s`` (Masakari's
+``duplicate_notification_detection_interval``, 180 s) before the new one's,
+whatever the earlier one's status: Masakari 22's duplicate check reads only
+type, source host, generated_time and payload (checked against the real
+service by tests/test_real_masakari_notifications.py).  ``GET /`` and ``GET /v1``
 serve the version documents openstacksdk's discovery reads.
 """
 from __future__ import annotations
 
+import time
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from fastapi import Request, Response
@@ -32,8 +37,11 @@ def _version_doc(base: str) -> dict[str, Any]:
 class MasakariStandin(Standin):
     title = "Masakari stand-in"
 
-    def __init__(self) -> None:
+    def __init__(self, duplicate_interval_s: float = 180.0) -> None:
         self.notifications: list[dict[str, Any]] = []
+        self.duplicate_interval_s = duplicate_interval_s
+        # (wall time, request) of each notification answered 409 "is duplicate"
+        self.duplicates: list[tuple[float, Any]] = []
         super().__init__()
 
     def _routes(self) -> None:
@@ -59,11 +67,14 @@ class MasakariStandin(Standin):
             if error:
                 return JSONResponse({"badRequest": {"code": 400, "message": error}}, 400)
             n = rec.body["notification"]
+            since = _when(n["generated_time"]) - timedelta(seconds=self.duplicate_interval_s)
             for prior in self.notifications:
                 if (prior["type"], prior["hostname"], prior["payload"]) == (
-                        n["type"], n["hostname"], n["payload"]) and prior["status"] == "new":
+                        n["type"], n["hostname"], n["payload"]) \
+                        and _when(prior["generated_time"]) >= since:
                     # the real Masakari's words (its duplicate check), which
                     # the sink reads to tell a duplicate from a refusal
+                    self.duplicates.append((time.time(), rec))
                     return JSONResponse({"conflictingRequest": {
                         "code": 409, "message": "Notification received from host "
                         f"{n['hostname']} of type {n['type']} is duplicate."}}, 409)
@@ -79,9 +90,16 @@ class MasakariStandin(Standin):
             return JSONResponse({"notification": created}, 202)
 
     def finish_all(self) -> None:
-        """Mark every notification processed (duplicates are accepted again)."""
+        """Mark every notification processed (the duplicate check still sees
+        them: it goes by generated_time, not status)."""
         for n in self.notifications:
             n["status"] = "finished"
+
+
+def _when(value: Any) -> datetime:
+    # Masakari keeps generated_time as a naive UTC datetime
+    t = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return t.astimezone(timezone.utc).replace(tzinfo=None) if t.tzinfo else t
 
 
 def _validate(body: Any) -> str:
