@@ -364,10 +364,32 @@ class Chaos:
         await c.guests.stdin.drain()
 
     # ---------------------------------------------------------------- set-up
+    def _start_rabbit(self) -> None:
+        """The node, on fresh ports and a fresh directory if it does not come
+        up: a free port picked before the slow boot may be taken meanwhile
+        (a loaded CI saw a node not serving after 120 s once)."""
+        for attempt in range(3):
+            try:
+                self.rabbit.start(timeout=60)
+                return
+            except (TimeoutError, RuntimeError) as exc:
+                nd = self.rabbit.nodes["r1"]
+                tail = ""
+                for f in (nd.log, nd.dir / "stdout.log"):
+                    with contextlib.suppress(OSError):
+                        tail += f"--- {f}\n" + "\n".join(
+                            Path(f).read_text(errors="replace").splitlines()[-15:]) + "\n"
+                print(f"chaos: RabbitMQ node attempt {attempt + 1} failed: {exc}\n{tail}",
+                      file=sys.stderr)
+                if attempt == 2:
+                    raise
+                self.rabbit = rabbitmq_cluster.RabbitCluster(
+                    self.dir / f"rabbit{attempt + 2}", n=1)
+
     async def setup(self) -> None:
         loop = asyncio.get_running_loop()
         pg = loop.run_in_executor(None, lambda: (self.pg.init(), self.pg.start()))
-        rb = loop.run_in_executor(None, self.rabbit.start)
+        rb = loop.run_in_executor(None, self._start_rabbit)
         await self.hook.start()
         await self.masakari.start()
         per = [self.n_guests // 2, self.n_guests - self.n_guests // 2]

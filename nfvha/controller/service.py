@@ -118,6 +118,7 @@ class Controller:
         self._actions: dict[str, asyncio.Future[dict[str, Any]]] = {}  # votes asked
         self.started = False
         self._stopping = False
+        self._storing = 0  # fault() calls between the decision to own and the write
 
     # --- life cycle --------------------------------------------------------
     async def start(self) -> None:
@@ -217,6 +218,12 @@ class Controller:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        # A fault stored with our lease as stop() began: on a server database
+        # its write runs on another DB thread and may commit after the release
+        # below, leaving it leased to us until the lease runs out. Let it land.
+        deadline = time.monotonic() + self.stop_grace_s
+        while self._storing and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
         if release_leases and self.store is not None:
             try:
                 await self._db(self.store.release_leases, self.controller_id)
@@ -568,10 +575,14 @@ class Controller:
             return {"ok": False, "id": ev_id if isinstance(ev_id, str) else None,
                     "error": str(exc)}
         stopping = self._stopping  # stored unowned: another controller delivers it
-        stored, created = await self._db(
-            self.store.record_fault, ev, list(self.reporters), None,
-            None if stopping else self.controller_id, None,
-            None if stopping else self.lease_s)
+        self._storing += 1
+        try:
+            stored, created = await self._db(
+                self.store.record_fault, ev, list(self.reporters), None,
+                None if stopping else self.controller_id, None,
+                None if stopping else self.lease_s)
+        finally:
+            self._storing -= 1
         if not created:
             self.metrics.duplicates.inc()
             return {"ok": True, "id": stored["id"], "duplicate": True}
