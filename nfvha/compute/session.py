@@ -233,13 +233,7 @@ class InstanceSession(GuestChannel):
                     and self._timer_at <= deadline:
                 self._timer_when = deadline  # the re-phasing tick comes first and serves it
                 return
-        # _cancel_timer, inline: this runs twice an interval for every guest
-        if timer is not None:
-            timer.cancel()
-        self._timer_early = False
-        self._timer = None
-        self._timer_when = None
-        self._timer_at = None
+        self._cancel_timer()
         if deadline is not None:
             at = deadline
             reg = self.state.registration
