@@ -116,7 +116,7 @@ def _validate(body: Any) -> str:
     if not isinstance(n["payload"], dict):
         return "Invalid input for field/attribute payload."
     try:
-        datetime.fromisoformat(str(n["generated_time"]).replace("Z", "+00:00"))
+        _when(n["generated_time"])
     except ValueError:
         return f"Invalid input for field/attribute generated_time. Value: {n['generated_time']}."
     return ""
