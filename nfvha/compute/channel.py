@@ -1,6 +1,7 @@
 """What every guest channel of the compute agent shares (heartbeat and
 server-group messaging): an asyncio BufferedProtocol over QEMU's chardev
-socket that reads at most ``read_size`` bytes per loop turn, pauses reading
+socket (served by the loop's one epoll of guest sockets, compute/guestio.py)
+that reads at most ``read_size`` bytes per loop turn, pauses reading
 past a byte budget, drops (and counts) writes to a guest that does not read
 past ``write_high_water`` bytes, and never lets an exception leave a
 callback: a bug of ours costs one channel, never the agent.

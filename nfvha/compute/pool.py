@@ -27,6 +27,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from nfvha.compute import guestio
 from nfvha.compute.channel import GuestChannel
 from nfvha.compute.messaging import MessagingHooks, MessagingSession
 from nfvha.compute.session import HeartbeatHooks, InstanceSession
@@ -257,7 +258,7 @@ class ChannelPool:
             if s.closing or not self._running:
                 s.connecting = False
                 return
-            await asyncio.get_running_loop().create_unix_connection(lambda: s, s.path)
+            await guestio.connect_unix(lambda: s, s.path)
         except asyncio.CancelledError:
             # stopping, or replaced by a connect made at once (new socket):
             # only the current attempt speaks for the session
