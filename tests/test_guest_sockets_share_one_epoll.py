@@ -231,3 +231,30 @@ async def test_connecting_to_nobody_raises_and_leaks_nothing(sock_dir: Path) -> 
     stale.close()
     with pytest.raises(ConnectionRefusedError):
         await guestio.connect_unix(Recorder, str(sock_dir / "stale.sock"))
+
+
+class SmallReads(Recorder):
+    """A protocol that names its read size gets bytes of at most that many."""
+
+    read_size = 5
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pieces: list[bytes] = []
+
+    def data_received(self, data: bytes) -> None:
+        self.pieces.append(data)
+        self.data += data
+
+
+async def test_a_protocol_naming_its_read_size_gets_bounded_reads_as_bytes(
+        peer: Peer) -> None:
+    t, p = await guestio.connect_unix(SmallReads, str(peer.path))
+    assert isinstance(p, SmallReads)
+    conn = peer.accept()
+    conn.sendall(b"0123456789abcdefghij\n")
+    await until(lambda: bytes(p.data) == b"0123456789abcdefghij\n")
+    assert all(type(x) is bytes and 0 < len(x) <= 5 for x in p.pieces)
+    assert len(p.pieces) >= 5
+    conn.close()
+    await until(lambda: p.lost == [None])

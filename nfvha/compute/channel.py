@@ -68,9 +68,18 @@ class GuestChannel(asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int) -> memoryview:
         return memoryview(self._buffer)
 
+    @property
+    def read_size(self) -> int:
+        """The most one read takes: compute/guestio.py then reads into bytes
+        of its own and calls data_received (no buffer, no copy)."""
+        return len(self._buffer)
+
     def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(bytes(memoryview(self._buffer)[:nbytes]))
+
+    def data_received(self, data: bytes) -> None:
         try:
-            data = bytes(memoryview(self._buffer)[:nbytes])
+            nbytes = len(data)
             now = time.monotonic()
             self.counters["bytes_in"] += nbytes
             if self._reads.charge(self.transport, nbytes, now):

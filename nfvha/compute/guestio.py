@@ -15,7 +15,9 @@ guest channels rely on: ``connection_made`` before any data, at most one
 ``connection_lost`` and never from inside a ``write`` or ``abort`` (it is
 scheduled with ``call_soon``), ``pause_writing``/``resume_writing`` around
 the write buffer's high and low water marks, ``eof_received`` returning
-falsy closes, ``pause_reading``/``resume_reading``. Linux only (epoll), as
+falsy closes, ``pause_reading``/``resume_reading``. A ``BufferedProtocol``
+gets ``get_buffer``/``buffer_updated``; one with a ``read_size`` attribute
+gets reads of at most that many bytes through ``data_received``. Linux only (epoll), as
 QEMU's virtio-serial chardevs are.
 """
 from __future__ import annotations
@@ -49,6 +51,9 @@ class GuestTransport(asyncio.Transport):
         self._sock = sock
         self._fd = sock.fileno()
         self._protocol = protocol
+        # a protocol that names its read size takes bytes (data_received):
+        # one object per read instead of a buffer, a view and a copy
+        self._read_size: int = getattr(protocol, "read_size", 0)
         self._reading = True
         self._closing = False  # close() or abort() called, or the connection failed
         self._lost = False  # connection_lost scheduled
@@ -149,15 +154,23 @@ class GuestTransport(asyncio.Transport):
         if not self._reading or self._closing:
             return
         protocol = self._protocol
+        size = self._read_size
         try:
-            n = self._sock.recv_into(protocol.get_buffer(-1))
+            if size:
+                data = self._sock.recv(size)
+                n = len(data)
+            else:
+                n = self._sock.recv_into(protocol.get_buffer(-1))
         except _WOULD_BLOCK:
             return
         except OSError as exc:
             self._fail(exc)
             return
         if n:
-            protocol.buffer_updated(n)
+            if size:
+                protocol.data_received(data)  # type: ignore[attr-defined]
+            else:
+                protocol.buffer_updated(n)
             return
         # end of stream: the protocol keeps a half-open connection only if it says so
         keep = protocol.eof_received()

@@ -111,7 +111,7 @@ class LineDecoder:
                     self._buf.clear()
                 else:
                     line = data[start:nl]
-                if line.strip():
+                if line and not line.isspace():  # (strip() would copy it)
                     out.append(_parse(line))
             start = nl + 1
         return out
