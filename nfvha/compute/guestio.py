@@ -332,8 +332,12 @@ async def connect_unix(protocol_factory: Callable[[], asyncio.BufferedProtocol],
     except BaseException:
         sock.close()
         raise
-    protocol = protocol_factory()
-    transport = GuestTransport(for_loop(loop), sock, protocol)
-    protocol.connection_made(transport)
+    try:
+        protocol = protocol_factory()
+        transport = GuestTransport(for_loop(loop), sock, protocol)
+        protocol.connection_made(transport)
+    except BaseException:
+        sock.close()
+        raise
     transport._watch()
     return transport, protocol
