@@ -30,11 +30,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from nfvha.compute import qemu_peer
+from nfvha.compute import codec, qemu_peer
 from nfvha.compute.channel import GuestChannel
 from nfvha.compute.ratelimit import Every
 from nfvha.protocol import servergroup as sg
-from nfvha.protocol.framing import FrameError, LineDecoder
+from nfvha.protocol.framing import FrameError
 
 LOG = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class MessagingSession(GuestChannel):
         self.name = name
         self.path = path
         self.state = sg.session(config)
-        self.decoder = LineDecoder(sg.MAX_MSG)
+        self.decoder = codec.line_decoder(sg.MAX_MSG)
         self._log_every = Every(1.0)
         self.counters.update(to_controller=0, delivered=0)
         # the VM's uuid, from the QEMU at the other end, else from the source
@@ -78,7 +78,7 @@ class MessagingSession(GuestChannel):
 
     # -- asyncio callbacks -------------------------------------------------------------
     def _on_connected(self) -> None:
-        self.decoder = LineDecoder(sg.MAX_MSG)
+        self.decoder = codec.line_decoder(sg.MAX_MSG)
         sock = self.transport.get_extra_info("socket") if self.transport else None
         uuid, _ = qemu_peer.vm_of(sock) if sock is not None else (None, None)
         uuid = uuid or self.known_uuid

@@ -31,14 +31,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from nfvha.compute import cpusample, timers
+from nfvha.compute import codec, cpusample, timers
 from nfvha.compute.channel import GuestChannel
 from nfvha.compute.ratelimit import Every, TokenBucket
 from nfvha.compute.samples import Samples
 from nfvha.protocol import heartbeat as hb
 from nfvha.protocol import host
 from nfvha.protocol import servergroup as sg
-from nfvha.protocol.framing import FrameError, LineDecoder
+from nfvha.protocol.framing import FrameError
 
 LOG = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class InstanceSession(GuestChannel):
         if single_port is not None:
             self.sg_state = sg.session(replace(single_port, instance=instance_uuid))
         self._max_msg = hb.MAX_MSG if self.sg_state is None else sg.MAX_MSG
-        self.decoder = LineDecoder(self._max_msg)
+        self.decoder = codec.line_decoder(self._max_msg)
         # on the loop's one timer heap (compute/timers.py), not a loop handle each
         self._timers: timers.Timers | None = None
         self._timer: timers.Timer | None = None
@@ -108,7 +108,7 @@ class InstanceSession(GuestChannel):
 
     # -- asyncio protocol callbacks ------------------------------------------------
     def _on_connected(self) -> None:
-        self.decoder = LineDecoder(self._max_msg)
+        self.decoder = codec.line_decoder(self._max_msg)
         self._timers = timers.for_loop()
         assert self.transport is not None
         sock = self.transport.get_extra_info("socket")
