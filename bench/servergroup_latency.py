@@ -128,7 +128,9 @@ async def run_computes(tmp: Path, computes: int, max_peers: int, groups: list[in
         f"[DEFAULT]\ncontrol_exchange = nfvha-bench-{run}\n"
         f"[bus]\ntransport_url = {URL}\n"
         f"[database]\nconnection = sqlite:///{tmp / 'db.sqlite'}\n"
-        f"[api]\nport = {port}\n")
+        f"[api]\nport = {port}\n"
+        # the sender and up to 100 peers: one more than the REST API's default
+        "[servergroup]\nmax_members = 1000\n")
     inbox: dict[str, dict[str, float]] = {}
     arrived = asyncio.Event()
     dirs = []
