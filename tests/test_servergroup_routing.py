@@ -67,6 +67,36 @@ def test_rename_keeps_name_index_consistent():
     assert sg.route_broadcast("instance-a", "x") == {"B": ["instance-c"]}
 
 
+def test_routes_follow_every_change_made_after_a_broadcast():
+    # routes are remembered between broadcasts: none may outlive a change
+    sg = _setup()
+    assert sg.route_broadcast("instance-a", "x") == {"A": ["instance-b"], "B": ["instance-c"]}
+    sg.update_instance("ub", host="C")  # moved
+    assert sg.route_broadcast("instance-a", "x") == {"C": ["instance-b"], "B": ["instance-c"]}
+    sg.update_instance("ub", name="instance-b2")  # renamed: g1 names the old name
+    assert sg.route_broadcast("instance-a", "x") == {"B": ["instance-c"]}
+    sg.set_group("g1", "pair", ["ua", "ub", "ud"])  # group replaced
+    assert sg.route_broadcast("instance-a", "x") == {"C": ["instance-b2"], "B": ["instance-d"]}
+    sg.update_instance("ud", state="deleted")
+    assert sg.route_broadcast("instance-a", "x") == {"C": ["instance-b2"]}
+    sg.remove_instance("ub")
+    assert sg.route_broadcast("instance-a", "x") == {}
+    sg.set_group("g5", "new", ["instance-a", "instance-e"])  # a group added
+    assert sg.route_broadcast("instance-a", "x") == {"B": ["instance-e"]}
+    assert sg.notification_targets("ue", {}) == {"A": ["instance-a"]}
+    sg.remove_group("g5")
+    assert sg.route_broadcast("instance-a", "x") == {}
+    assert sg.notification_targets("ue", {}) == {}
+
+
+def test_a_route_the_caller_changes_leaves_the_next_one_whole():
+    sg = _setup()
+    first = sg.route_broadcast("instance-a", "x")
+    first["A"].append("instance-e")
+    first.pop("B")
+    assert sg.route_broadcast("instance-a", "x") == {"A": ["instance-b"], "B": ["instance-c"]}
+
+
 def test_notification_targets_are_peers_of_the_changed_instance():
     sg = _setup()
     assert sg.notification_targets("ud", {"payload": {}}) == {"B": ["instance-c"]}

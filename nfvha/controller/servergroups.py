@@ -23,6 +23,9 @@ from nfvha.controller.nova_notifications import InstanceChange, peer_notificatio
 
 MAX_ID = 255
 MAX_MEMBERS = 1000
+# Routes remembered at most (one per instance that sent or was asked about
+# since the last change); past it they are forgotten and computed again.
+MAX_ROUTES = 10000
 
 Targets = Dict[str, List[str]]  # compute host → target instances (name, else uuid)
 
@@ -93,6 +96,10 @@ class ServerGroups:
         self._instances: Dict[str, Instance] = {}  # by uuid
         self._by_name: Dict[str, str] = {}  # instance name → uuid
         self._origin: Dict[str, str] = {}  # group id → "nova" | "config" | "api"
+        # Targets by sender, computed once and forgotten at any change of a
+        # group or an instance: a broadcast otherwise walks every group and
+        # member (bench/servergroup_latency.py sends 14 a second).
+        self._routes: Dict[str, Targets] = {}
 
     # --- membership ---------------------------------------------------------
 
@@ -106,10 +113,12 @@ class ServerGroups:
         group = Group(group_id, name, mem)
         self._groups[group_id] = group
         self._origin[group_id] = origin
+        self._routes.clear()
         return group
 
     def remove_group(self, group_id: str) -> bool:
         self._origin.pop(group_id, None)
+        self._routes.clear()
         return self._groups.pop(group_id, None) is not None
 
     def origin(self, group_id: str) -> Optional[str]:
@@ -141,9 +150,13 @@ class ServerGroups:
             if new.name:
                 self._by_name[new.name] = uuid
         self._instances[uuid] = new
-        return new != old or not existed
+        changed = new != old or not existed
+        if changed:
+            self._routes.clear()
+        return changed
 
     def remove_instance(self, uuid: str) -> None:
+        self._routes.clear()
         inst = self._instances.pop(uuid, None)
         if inst and inst.name and self._by_name.get(inst.name) == uuid:
             del self._by_name[inst.name]
@@ -182,11 +195,17 @@ class ServerGroups:
         return out
 
     def _targets(self, instance: str) -> Targets:
-        out: Targets = {}
-        for rec in self._peers(instance):
-            if rec.host and rec.state != "deleted":
-                out.setdefault(rec.host, []).append(rec.target)
-        return out
+        route = self._routes.get(instance)
+        if route is None:
+            route = {}
+            for rec in self._peers(instance):
+                if rec.host and rec.state != "deleted":
+                    route.setdefault(rec.host, []).append(rec.target)
+            if len(self._routes) >= MAX_ROUTES:
+                self._routes.clear()
+            self._routes[instance] = route
+        # a copy: the caller may change it, the next broadcast must not see that
+        return {host: list(names) for host, names in route.items()}
 
     def route_broadcast(self, source_instance: str, data: str) -> Targets:
         """Compute hosts and instances a broadcast from ``source_instance`` goes to."""
