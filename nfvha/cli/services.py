@@ -256,6 +256,11 @@ async def start_stack(conf: cfg.ConfigOpts, *, controller: bool, compute: bool,
                 report_interval_s=hb.agent_report_interval_s,
                 spool_dir=_spool_dir(conf, host or conf.host, instances_dir or hb.instances_dir),
                 source=build_source(conf), **messaging_options(conf))
+            if conf.compute.metrics_listen:  # a bad address stops us before any guest
+                try:
+                    stack.compute.serve_metrics(conf.compute.metrics_listen)
+                except ValueError as exc:
+                    raise SystemExit(f"nfvha: [compute] metrics_listen: {exc}") from None
             await stack.compute.start()
         # [hosts] / [compute] management_address: a dead host told from a dead agent
         from nfvha.controller import hostfailure

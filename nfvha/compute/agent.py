@@ -185,8 +185,23 @@ class ComputeAgent:
                  self.instances_dir if isinstance(self.source, DirectorySource) else "",
                  len(self.sessions))
 
+    # GET /metrics ([compute] metrics_listen), compute/metrics.py; None: off
+    metrics: Any = None
+
+    def serve_metrics(self, listen: str) -> None:
+        """Serves Prometheus metrics on `listen` (host:port) until stop(), in a
+        thread; a scrape reads this agent on its loop (the running one).
+        ValueError, saying why, if `listen` is no address to listen on."""
+        from nfvha.compute.metrics import MetricsServer
+
+        self.metrics = MetricsServer(self, listen)
+        LOG.info("compute agent %s: metrics at %s", self.host, self.metrics.url)
+
     async def stop(self) -> None:
         self._running = False
+        metrics, self.metrics = self.metrics, None
+        if metrics is not None:  # its shutdown waits for the server's poll: off the loop
+            await asyncio.to_thread(metrics.stop)
         for task in self._tasks:
             task.cancel()
         try:

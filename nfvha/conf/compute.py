@@ -40,6 +40,13 @@ OPTS = [
                     "controllers in every alive fanout: the address they probe to tell "
                     "a dead host from a dead agent ([hosts] probe_port). Empty: none "
                     "reported ([hosts] management_addresses may still name it)."),
+    cfg.StrOpt("metrics_listen", default="",
+               help="host:port (e.g. 0.0.0.0:8781; IPv6 [::]:8781) on which the compute "
+                    "agent serves Prometheus metrics at GET /metrics: sessions, guests by "
+                    "phase, round-trip and timer-lag quantiles, fault outbox, process CPU "
+                    "and memory (nfvha_agent_*, process_*, with a host label), computed "
+                    "at scrape time only. Empty: off. An address it cannot listen on "
+                    "stops the agent at start."),
 ]
 
 
