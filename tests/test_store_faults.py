@@ -3,9 +3,11 @@ deliveries in one commit, idempotent ids, final delivery states, event
 order and ?since=, out-of-order instance updates."""
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from sqlalchemy import event
 
 from nfvha.controller import validate
 from nfvha.controller.store import Store
@@ -38,6 +40,34 @@ def test_fault_is_committed_with_one_pending_delivery_per_sink(store):
     pend = store.pending_deliveries()
     assert [(e["id"], s, a) for e, s, a in pend] == [(ev["id"], "masakari", 0),
                                                      (ev["id"], "webhook", 0)]
+
+
+@pytest.mark.parametrize("sinks", [
+    ["webhook", "masakari", "log", "recovery2"],
+    ["Web-Hook", "log_2", "b", "A", "a-b", "ab"],  # orders by collation on a server
+    [],
+])
+@pytest.mark.parametrize("mono", [123.5, 5, 1733212345.1234567, None])
+def test_a_new_fault_is_returned_as_the_store_reads_it_back(store, sinks, mono):
+    ev = validate.fault_event(fault(detected_mono=mono, detail="ünïcode ✓\ttab",
+                                    detected_at="2026-12-03T08:00:00.000001+02:00"))
+    stored, created = store.record_fault(ev, sinks, received_at=t0())
+    assert created
+    again = store.get_event(ev["id"])
+    assert stored == again
+    assert json.dumps(stored) == json.dumps(again)  # 5 and 5.0 alike
+
+
+def test_a_new_fault_on_sqlite_costs_its_inserts_and_no_read(tmp_path):
+    s = Store(f"sqlite:///{tmp_path}/nfvha.sqlite")
+    statements: list[str] = []
+    event.listen(s.engine, "before_cursor_execute",
+                 lambda conn, cursor, sql, *rest: statements.append(sql.split()[0].upper()))
+    try:
+        s.record_fault(validate.fault_event(fault()), ["log", "webhook"])
+        assert statements == ["INSERT", "INSERT"]
+    finally:
+        s.close()
 
 
 def test_duplicate_event_id_writes_nothing_and_returns_the_stored_event(store):

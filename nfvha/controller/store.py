@@ -27,6 +27,7 @@ Invariants:
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Optional
 
@@ -167,6 +168,9 @@ actions = Table(
 )
 
 PENDING, DELIVERED, REJECTED, SUPPRESSED = "pending", "delivered", "rejected", "suppressed"
+# Sink names PostgreSQL orders as Python does, whatever the database's
+# collation (a locale's ignores '-' and '_' and folds case at first)
+_PLAIN_NAME = re.compile(r"[a-z0-9]*")
 WAITING, ISSUING, ISSUED = "waiting", "issuing", "issued"
 SUCCEEDED, FAILED, SKIPPED = "succeeded", "failed", "skipped"
 ACTION_STATUSES = (WAITING, ISSUING, ISSUED, SUCCEEDED, FAILED, SKIPPED)
@@ -240,11 +244,24 @@ class Store:
             if stored is None:  # the integrity error was something else
                 raise
             return stored, False
+        if self._reads_back_as_written(sink_rows):
+            return _new_event_dict(row, sink_rows), True
         stored = self.get_event(ev["id"])
         assert stored is not None
         return stored, True
 
+    def _reads_back_as_written(self, sink_rows: list[dict[str, Any]]) -> bool:
+        """Whether the event just written reads back exactly as written, so
+        reading it (three queries, a third of a fault's store time) can be
+        spared: SQLite and PostgreSQL keep floats as doubles and times to the
+        microsecond; MariaDB's FLOAT is single precision, and its collation
+        may order the deliveries otherwise."""
+        dialect = self.engine.dialect.name
+        return dialect == "sqlite" or (dialect == "postgresql" and all(
+            _PLAIN_NAME.fullmatch(d["sink"]) for d in sink_rows))
+
     def get_event(self, event_id: str) -> Optional[dict[str, Any]]:
+        # a new event's form is _new_event_dict's too: change both together
         with self.engine.connect() as conn:
             row = conn.execute(select(events).where(events.c.id == event_id)).mappings().first()
             if row is None:
@@ -745,4 +762,21 @@ def _instance_dict(r: Any) -> dict[str, Any]:
                       "interval_ms": r["interval_ms"]},
         "corrective_action": r["corrective_action"], "facts": facts or {},
         "state_at": iso(r["state_at"]), "updated_at": iso(r["updated_at"]),
+    }
+
+
+def _new_event_dict(row: dict[str, Any], sink_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """An event just inserted (``row``) with its new pending deliveries, as
+    ``Store.get_event`` would read it back (see ``_reads_back_as_written``)."""
+    mono = row["detected_mono"]
+    return {
+        "id": row["id"], "instance_uuid": row["instance_uuid"], "host": row["host"],
+        "kind": row["kind"], "corrective_action": row["corrective_action"],
+        "detail": row["detail"], "detected_at": iso(row["detected_at"]),
+        "detected_mono": None if mono is None else float(mono),
+        "received_at": iso(row["received_at"]),
+        "deliveries": [{"sink": d["sink"], "status": PENDING, "attempts": 0,
+                        "last_error": None, "note": None, "delivered_at": None}
+                       for d in sorted(sink_rows, key=lambda d: d["sink"])],
+        "action": None,  # made by the recovery sink, once it has the event
     }
