@@ -67,6 +67,21 @@ async def agent_main(directory: str, interval_ms: int) -> None:
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     faults_at_reset = 0
+
+    def loop_counters() -> dict[str, int]:
+        # how the loop's work is batched: passes over the guest sockets' epoll,
+        # sockets served per pass, timer wake-ups, timers fired per wake-up
+        # (an older checkout may lack either structure: zeros)
+        out = {"passes": 0, "events": 0, "wakeups": 0, "fired": 0}
+        for mod in ("guestio", "timers"):
+            try:
+                m = __import__(f"nfvha.compute.{mod}", fromlist=["for_loop"])
+                out.update({k: v for k, v in m.for_loop(loop).counters.items() if k in out})
+            except (ImportError, AttributeError):
+                pass
+        return out
+
+    at_reset = loop_counters()
     while True:
         cmd = (await reader.readline()).decode().strip()
         if cmd in ("", "quit"):
@@ -78,6 +93,7 @@ async def agent_main(directory: str, interval_ms: int) -> None:
         elif cmd == "reset":
             agent.reset_samples()
             faults_at_reset = len(ctl.faults)
+            at_reset = loop_counters()
             out = {"reset": True}
         else:  # report
             st = agent.stats()
@@ -85,7 +101,8 @@ async def agent_main(directory: str, interval_ms: int) -> None:
                    "faults": len(ctl.faults) - faults_at_reset,
                    "fault_kinds": sorted({f["kind"] for f in ctl.faults[faults_at_reset:]}),
                    "enabled": st["phases"].get("enabled", 0),
-                   "violations": st["violations"]}
+                   "violations": st["violations"],
+                   "loop": {k: v - at_reset[k] for k, v in loop_counters().items()}}
         print(json.dumps(out), flush=True)
     await agent.stop()
     await bus.stop()
@@ -205,6 +222,11 @@ def per_answer_us(r: dict[str, Any]) -> float | None:
     return 1e6 * r["cpu_s"] / r["rtt"]["n"] if r["rtt"]["n"] else None
 
 
+def ratio(r: dict[str, Any], a: str, b: str) -> float | None:
+    loop = r.get("loop") or {}
+    return loop[a] / loop[b] if loop.get(b) else None
+
+
 def fmt(x: float | None, digits: int = 2) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
@@ -246,7 +268,8 @@ def main() -> int:
     code = "code " if args.tree is not None else ""
     print(f"{code}{'guests':>6} {'agent CPU %':>11} {'(system)':>8} {'RTT median':>10} "
           f"{'RTT p99':>8} {'RTT max':>8} {'late p99':>8} {'challenges':>10} "
-          f"{'false alarms':>12} {'guests CPU %':>12} {'idle wake p99':>13} {'µs/answer':>9}")
+          f"{'false alarms':>12} {'guests CPU %':>12} {'idle wake p99':>13} {'µs/answer':>9} "
+          f"{'reads/pass':>10} {'timers/wake':>11}")
     results = []
     ok = True
     for n in sizes:
@@ -260,13 +283,16 @@ def main() -> int:
                       f"{fmt(r['rtt']['max']):>8} {fmt(r['late']['p99']):>8} "
                       f"{r['rtt']['n']:>10} {r['faults']:>12} "
                       f"{fmt(r['guest_cpu_pct'], 1):>12} {fmt(r['control']['p99']):>13} "
-                      f"{fmt(per_answer_us(r), 1):>9}", flush=True)
+                      f"{fmt(per_answer_us(r), 1):>9} {fmt(ratio(r, 'events', 'passes')):>10} "
+                      f"{fmt(ratio(r, 'fired', 'wakeups')):>11}", flush=True)
                 ok &= r["faults"] == 0
     print("(ms; RTT = challenge written -> answer read by the agent; late = challenge sent "
           "after its deadline by; CPU = % of one core, from /proc/<pid>/stat, (system) the "
           "kernel's part of it; idle wake p99 = how late a separate idle process woke from a "
           "10 ms sleep in the same window: the machine's own scheduling noise, for scale; "
-          "µs/answer = agent CPU per challenge answered"
+          "µs/answer = agent CPU per challenge answered; reads/pass = guest sockets read per "
+          "pass over their epoll, timers/wake = sessions' timers fired per wake-up: how "
+          "much each turn of the agent's loop gets done"
           + ("; old = the agent of --tree, new = this checkout's, alternating" if args.tree
              else "") + ")")
     if args.json:

@@ -1,4 +1,4 @@
-"""compute/timers.py: one heap and one loop handle for every session's deadline."""
+"""compute/timers.py: one timing wheel and one loop handle for every session's deadline."""
 from __future__ import annotations
 
 import asyncio
@@ -24,7 +24,7 @@ async def test_timers_fire_in_deadline_order_never_before_their_time() -> None:
     assert len(t) == 0
 
 
-async def test_a_cancelled_timer_never_fires_and_leaves_the_heap() -> None:
+async def test_a_cancelled_timer_never_fires_and_is_dropped() -> None:
     t = timers.Timers(asyncio.get_running_loop())
     fired: list[int] = []
     now = time.monotonic()
@@ -35,7 +35,7 @@ async def test_a_cancelled_timer_never_fires_and_leaves_the_heap() -> None:
     assert gone.cancelled and not keep.cancelled and len(t) == 1
     await _sleep_until(now + 0.3)
     assert fired == [1]
-    assert len(t._heap) == 0 and t._cancelled == 0
+    assert t.stored == 0 and t._cancelled == 0
 
 
 async def test_timers_due_within_one_granule_share_one_wakeup() -> None:
@@ -83,7 +83,7 @@ async def test_a_callback_rearming_in_the_past_runs_on_the_next_turn_not_forever
     assert other and other[0] < 50
 
 
-async def test_rearming_many_times_keeps_the_heap_near_its_live_size() -> None:
+async def test_rearming_many_times_keeps_the_stored_entries_near_the_live_ones() -> None:
     t = timers.Timers(asyncio.get_running_loop())
     now = time.monotonic()
     live = [t.call_at(now + 10 + i, lambda: None) for i in range(100)]
@@ -92,7 +92,7 @@ async def test_rearming_many_times_keeps_the_heap_near_its_live_size() -> None:
             timer.cancel()
             live[i] = t.call_at(now + 10 + i + 0.5, lambda: None)
     assert len(t) == 100
-    assert len(t._heap) <= 2 * 100 + 64 + 1
+    assert t.stored <= 2 * 100 + 64 + 1
     for timer in live:
         timer.cancel()
 
@@ -116,3 +116,53 @@ def test_a_closed_loop_and_its_timers_are_not_kept_alive() -> None:
     del loop
     gc.collect()
     assert gone() is None
+
+
+class _Clock:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def monotonic(self) -> float:
+        return self.t
+
+
+async def test_a_pass_that_starts_inside_a_granule_fires_only_what_is_due(monkeypatch) -> None:
+    clock = _Clock(100.0)
+    monkeypatch.setattr(timers, "time", clock)
+    t = timers.Timers(asyncio.get_running_loop(), granularity=0.010)
+    fired: list[str] = []
+    t.call_at(100.002, lambda: fired.append("early"))
+    t.call_at(100.008, lambda: fired.append("late"))
+    clock.t = 100.005  # the loop ran the handle before the granule's end
+    t._run()
+    assert fired == ["early"] and len(t) == 1
+    clock.t = 100.010
+    t._run()
+    assert fired == ["early", "late"] and len(t) == 0 and t.stored == 0
+
+
+async def test_counts_hold_when_callbacks_cancel_and_rearm_many_in_one_pass(monkeypatch) -> None:
+    clock = _Clock(100.0)
+    monkeypatch.setattr(timers, "time", clock)
+    t = timers.Timers(asyncio.get_running_loop())
+    fired: list[str] = []
+    t.call_at(100.001, lambda: churn())
+    # due in the same pass, after churn: it cancels them before they run
+    same_pass = [t.call_at(100.001, lambda: fired.append("cancelled")) for _ in range(200)]
+    later = [t.call_at(100.5 + i * 0.001, lambda: None) for i in range(300)]
+
+    def churn() -> None:  # cancels and re-arms everything while the pass runs
+        fired.append("churn")
+        for timers_list in (same_pass, later):
+            for i, timer in enumerate(timers_list):
+                timer.cancel()
+                timers_list[i] = t.call_at(100.6 + i * 0.001, lambda: fired.append("re-armed"))
+
+    clock.t = 100.001
+    t._run()
+    assert fired == ["churn"] and len(t) == 500 and t._cancelled >= 0
+    assert t.stored <= 2 * 500 + 64 + 1  # the dead entries do not pile up
+    clock.t = 101.0
+    t._run()
+    assert fired.count("re-armed") == 500 and "cancelled" not in fired
+    assert len(t) == 0 and t.stored == 0 and t._cancelled == 0
