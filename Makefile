@@ -54,6 +54,15 @@ guest-image: setup
 bench-vm: setup
 	$(PY) bench/vm_side_by_side.py $(BENCH_VM_ARGS)
 
+# The guest agent's own CPU inside a real QEMU guest under libvirt (a bench,
+# not in CI; bench/guest_cpu_vm.py): its % of the guest's vCPU at 100 ms and
+# at its default interval, the guest's busy share against the agent stopped,
+# 60 s windows. TCG: an upper bound for KVM. GUEST_CPU_ARGS=--quick for 10 s
+# windows, --json for one JSON document.
+.PHONY: bench-guest-cpu
+bench-guest-cpu: setup
+	$(PY) bench/guest_cpu_vm.py $(GUEST_CPU_ARGS)
+
 # Fuzzing campaign (bench/fuzz.py): >= 10^7 hostile inputs over every parser,
 # machine and validator that takes untrusted input, on every core; prints
 # inputs, time and findings (exit 1 if any). FUZZ_ARGS="--inputs 200000" for
