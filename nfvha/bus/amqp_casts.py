@@ -37,7 +37,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel, AbstractConnection
+from aiormq.abc import DeliveredMessage
 
 from nfvha.bus.amqp_connect import safe_url
 from nfvha.bus.endpoint import bus_method
@@ -71,7 +72,7 @@ class ComputeCasts:
         self._connected = asyncio.Event()
         self._consuming = asyncio.Event()
         self._channel: AbstractChannel | None = None
-        self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self._inbox: asyncio.Queue[bytes] = asyncio.Queue()  # bodies, in arrival order
         self._tasks: list[asyncio.Task[None]] = []
         self._connection: AbstractConnection | None = None
         self._exchanges: dict[str, Any] = {}
@@ -198,17 +199,25 @@ class ComputeCasts:
     async def _declare_consumer(self, channel: AbstractChannel) -> None:
         assert self._served is not None
         queue = await self._declare_queue(channel, self._served[0])
-        # no_ack: best effort anyway, and an ack per message is CPU we measured
-        await queue.consume(self._inbox.put, no_ack=True)
+        # no_ack: best effort anyway, and an ack per message is CPU we measured.
+        # Consumed on aio-pika's underlying aiormq channel: aio-pika's own
+        # consume wraps every message in an IncomingMessage and one more task,
+        # and only the body is used (yappi, a controller taking `alive`s: a
+        # quarter of its Python calls per message, 795 -> 603)
+        underlay = await channel.get_underlay_channel()
+        await underlay.basic_consume(queue.name, self._received, no_ack=True)
         self._consuming.set()
+
+    async def _received(self, message: DeliveredMessage) -> None:
+        self._inbox.put_nowait(message.body)
 
     async def _run_dispatcher(self) -> None:
         # One message at a time, in arrival order: per-destination order holds.
         while True:
-            message = await self._inbox.get()
+            body = await self._inbox.get()
             self.counters["received"] += 1
             try:
-                await self._dispatch(message.body)
+                await self._dispatch(body)
             except Exception:
                 LOG.exception("compute cast failed")
 
