@@ -55,6 +55,7 @@ from nfvha.compute.sources.directory import (
     MESSAGING_PATTERN,
     DirectorySource,
 )
+from nfvha.compute.starvedlog import StarvedLog
 from nfvha.gctune import tune_gc
 from nfvha.protocol import host as hostsm
 from nfvha.protocol import servergroup as sg
@@ -159,6 +160,8 @@ class ComputeAgent:
                          "observer_errors": 0, "forgotten": 0, "resyncs": 0,
                          "losses_explained": 0, "recoveries": 0, "recoveries_repeated": 0,
                          "recoveries_refused": 0, "starved": 0}
+        self._starved_log = StarvedLog()
+        self._starved_flush: asyncio.TimerHandle | None = None
 
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -199,6 +202,9 @@ class ComputeAgent:
 
     async def stop(self) -> None:
         self._running = False
+        if self._starved_flush is not None:
+            self._starved_flush.cancel()
+            self._flush_starved()
         metrics, self.metrics = self.metrics, None
         if metrics is not None:  # its shutdown waits for the server's poll: off the loop
             await asyncio.to_thread(metrics.stop)
@@ -260,9 +266,27 @@ class ComputeAgent:
         elif isinstance(out, hostsm.Starved):
             # the host's fault, not the VM's: an operator alert, never a recovery
             self.counters["starved"] += out.active
-            LOG.warning("instance %s: %s: %s", session.uuid,
-                        "starved of CPU" if out.active else "no longer starved", out.detail)
+            self._log_starved(session.uuid, out, now)
         self._notify(session.uuid, out, now)
+
+    def _log_starved(self, uuid: str, out: hostsm.Starved, now: float) -> None:
+        # a saturated host starves hundreds of guests at once: a line naming
+        # one per second and one counting the rest (compute/starvedlog.py)
+        for line in self._starved_log.record(uuid, out.active, out.detail, now,
+                                             self._starved_count):
+            LOG.warning("%s", line)
+        at = self._starved_log.flush_at
+        if at is not None and self._starved_flush is None:
+            self._starved_flush = asyncio.get_running_loop().call_later(
+                max(0.0, at - time.monotonic()), self._flush_starved)
+
+    def _flush_starved(self) -> None:
+        self._starved_flush = None
+        for line in self._starved_log.flush(time.monotonic(), self._starved_count):
+            LOG.warning("%s", line)
+
+    def _starved_count(self) -> int:
+        return sum(1 for s in self.sessions.values() if s.state.starved)
 
     def _state_changed(self, uuid: str, out: hostsm.StateChanged, now: float) -> None:
         self.counters["state_changes"] += 1
