@@ -6,6 +6,7 @@ from openstack.compute.v2.server import Server
 from openstack.compute.v2.server_group import ServerGroup
 
 from nfvha.controller import nova_notifications as nn
+from nfvha.controller import servergroups
 from nfvha.controller.servergroups import ServerGroups, load_config, load_from_nova
 
 
@@ -95,6 +96,19 @@ def test_a_route_the_caller_changes_leaves_the_next_one_whole():
     first["A"].append("instance-e")
     first.pop("B")
     assert sg.route_broadcast("instance-a", "x") == {"A": ["instance-b"], "B": ["instance-c"]}
+
+
+def test_remembered_routes_stay_within_their_bound_and_right(monkeypatch):
+    monkeypatch.setattr(servergroups, "MAX_ROUTED", 6)
+    sg = _setup()
+    expected = {"instance-a": {"A": ["instance-b"], "B": ["instance-c"]},
+                "instance-b": {"A": ["instance-a"], "B": ["instance-c"]},
+                "instance-c": {"A": ["instance-a", "instance-b"], "B": ["instance-d"]},
+                "instance-d": {"B": ["instance-c"]}, "instance-e": {}}
+    for _ in range(3):
+        for src, targets in expected.items():
+            assert sg.route_broadcast(src, "x") == targets
+            assert 0 < sg._routed <= 6
 
 
 def test_notification_targets_are_peers_of_the_changed_instance():

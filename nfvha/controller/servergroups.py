@@ -23,9 +23,10 @@ from nfvha.controller.nova_notifications import InstanceChange, peer_notificatio
 
 MAX_ID = 255
 MAX_MEMBERS = 1000
-# Routes remembered at most (one per instance that sent or was asked about
-# since the last change); past it they are forgotten and computed again.
-MAX_ROUTES = 10000
+# Target names held in remembered routes, all told (one route per instance
+# that sent or was told about since the last change); past it they are all
+# forgotten and computed again: a few MB at most.
+MAX_ROUTED = 200_000
 
 Targets = Dict[str, List[str]]  # compute host → target instances (name, else uuid)
 
@@ -100,6 +101,7 @@ class ServerGroups:
         # group or an instance: a broadcast otherwise walks every group and
         # member (bench/servergroup_latency.py sends 14 a second).
         self._routes: Dict[str, Targets] = {}
+        self._routed = 0  # target names in them, plus one a route
 
     # --- membership ---------------------------------------------------------
 
@@ -113,12 +115,12 @@ class ServerGroups:
         group = Group(group_id, name, mem)
         self._groups[group_id] = group
         self._origin[group_id] = origin
-        self._routes.clear()
+        self._forget_routes()
         return group
 
     def remove_group(self, group_id: str) -> bool:
         self._origin.pop(group_id, None)
-        self._routes.clear()
+        self._forget_routes()
         return self._groups.pop(group_id, None) is not None
 
     def origin(self, group_id: str) -> Optional[str]:
@@ -152,11 +154,11 @@ class ServerGroups:
         self._instances[uuid] = new
         changed = new != old or not existed
         if changed:
-            self._routes.clear()
+            self._forget_routes()
         return changed
 
     def remove_instance(self, uuid: str) -> None:
-        self._routes.clear()
+        self._forget_routes()
         inst = self._instances.pop(uuid, None)
         if inst and inst.name and self._by_name.get(inst.name) == uuid:
             del self._by_name[inst.name]
@@ -201,11 +203,17 @@ class ServerGroups:
             for rec in self._peers(instance):
                 if rec.host and rec.state != "deleted":
                     route.setdefault(rec.host, []).append(rec.target)
-            if len(self._routes) >= MAX_ROUTES:
-                self._routes.clear()
+            size = 1 + sum(len(names) for names in route.values())
+            if self._routed + size > MAX_ROUTED:
+                self._forget_routes()
             self._routes[instance] = route
+            self._routed += size
         # a copy: the caller may change it, the next broadcast must not see that
         return {host: list(names) for host, names in route.items()}
+
+    def _forget_routes(self) -> None:
+        self._routes.clear()
+        self._routed = 0
 
     def route_broadcast(self, source_instance: str, data: str) -> Targets:
         """Compute hosts and instances a broadcast from ``source_instance`` goes to."""
