@@ -1,7 +1,10 @@
-"""oslo.messaging's listeners wait for the next message in steps of at
+"""oslo.messaging's RPC servers wait for the next message in steps of at
 least 50 ms (nfvha/bus/oslo_rpc.py), not 1, 2, 4, ... ms after every
-message: casts a few ms apart cost the controller's listener about one
-wake-up each, and every one still arrives, in order."""
+message: casts a few ms apart cost the controller's RPC server about one
+wake-up each, and every one still arrives, in order. (Notification
+listeners keep oslo's steps: their acks wait for them;
+tests/test_servergroup_shared_between_controllers.py kills a controller
+right after it handled one.)"""
 from __future__ import annotations
 
 import asyncio

@@ -42,22 +42,39 @@ LOG = logging.getLogger(__name__)
 
 CONTROLLER_FANOUT_TTL_S = 5.0
 
-# oslo's AMQP listeners (RPC servers, notification listeners, the reply
-# waiter) wait for the next message in steps of 1, 2, 4, ... ms after each
-# one, up to 5 s, waking each time to run the operations other threads
-# queued (a notification's ack) and a heartbeat check: at 14 server-group
-# broadcasts a second that was six wake-ups per message in the controller,
-# a fifth of its Python calls per broadcast (yappi: 2614 -> 2044). A
-# message still ends the wait the moment it arrives; only queued acks wait
-# longer, up to this.
-OSLO_IDLE_POLL_MIN_S = 0.05
+# oslo's RPC servers wait for the next message in steps of 1, 2, 4, ... ms
+# after each one, up to 5 s, waking each time to run the operations other
+# threads queued and a heartbeat check: at 14 server-group broadcasts a
+# second that was six wake-ups per message in the controller, a fifth of
+# its Python calls per broadcast (yappi: 2614 -> 2044). An RPC server has
+# no such operations (it acks each request as it reads it), and a message
+# ends the wait the moment it arrives: its steps start at this instead.
+# Notification listeners keep theirs: they ack a notification only after
+# handling it, through those operations, and a controller killed before
+# the ack makes RabbitMQ give the notification to another (told twice).
+OSLO_RPC_IDLE_POLL_MIN_S = 0.05
 
 
-def _poll_idle_in_longer_steps() -> None:
-    # a module constant, read on every poll (oslo.messaging 18.3)
-    current = getattr(amqpdriver, "ACK_REQUEUE_EVERY_SECONDS_MIN", None)
-    if isinstance(current, (int, float)) and current < OSLO_IDLE_POLL_MIN_S:
-        amqpdriver.ACK_REQUEUE_EVERY_SECONDS_MIN = OSLO_IDLE_POLL_MIN_S
+class _AtLeast:
+    """``RpcAMQPListener._current_timeout`` (oslo.messaging 18.3: the wait
+    of its next poll, set after every message and every empty poll), never
+    below ``OSLO_RPC_IDLE_POLL_MIN_S``."""
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        if obj is None:
+            return self
+        return obj.__dict__.get("_nfvha_poll_s", OSLO_RPC_IDLE_POLL_MIN_S)
+
+    def __set__(self, obj: Any, value: float) -> None:
+        obj.__dict__["_nfvha_poll_s"] = max(value, OSLO_RPC_IDLE_POLL_MIN_S)
+
+
+def _rpc_servers_poll_in_longer_steps() -> None:
+    listener = getattr(amqpdriver, "RpcAMQPListener", None)
+    if isinstance(listener, type) and not isinstance(
+            listener.__dict__.get("_current_timeout"), _AtLeast):
+        listener._current_timeout = _AtLeast()
+
 
 PRIORITIES = ("audit", "debug", "info", "warn", "error", "critical", "sample")
 
@@ -172,7 +189,7 @@ class OsloBus:
         if self._transport is not None:
             return
         self._loop = asyncio.get_running_loop()
-        _poll_idle_in_longer_steps()  # before any listener or reply waiter polls
+        _rpc_servers_poll_in_longer_steps()  # before any RPC server polls
         self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="nfvha-bus")
         self._publishers = [ThreadPoolExecutor(1, thread_name_prefix=f"nfvha-bus-cast{i}")
                             for i in range(self._n_publishers)]
