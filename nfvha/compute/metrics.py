@@ -53,16 +53,19 @@ SNAPSHOT_TIMEOUT_S = 2.0
 
 def _tail(samples: Any, n: int, step: int) -> array:
     """Every `step`-th of the newest `n` values of a compute.samples.Samples
-    ring, newest first (order does not matter to a quantile), copied with
-    slices of its array."""
-    data, nxt, full = samples._data, samples._next, samples._full
-    if nxt >= n:
-        out = data[nxt - n:nxt]
-    else:
-        out = data[:nxt]
-        if full:  # the rest from the end of the array (the older ones)
-            out = data[len(data) - min(n - nxt, len(data) - nxt):] + out
-    return out[::-step] if step > 1 else out
+    ring, newest first (order does not matter to a quantile): one strided
+    slice of its array, two where the newest `n` wrap around its end."""
+    data, nxt = samples._data, samples._next
+    out = data[nxt - 1:_stop(nxt - 1 - n):-step] if nxt else data[:0]
+    if nxt < n and samples._full:  # the rest from the end of the array (the older ones)
+        last = len(data) - 1
+        out += data[last:_stop(last - min(n - nxt, len(data) - nxt)):-step]
+    return out
+
+
+def _stop(index: int) -> int | None:
+    # a negative stop would count from the end: "down to the first" is None
+    return index if index >= 0 else None
 
 
 def snapshot(agent: Any, window: int = WINDOW,
