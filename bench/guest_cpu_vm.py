@@ -33,7 +33,12 @@ would add to the guest's busy share.
 
 TCG emulates every guest instruction: guest CPU time is inflated many times
 over what the same work takes under KVM, so these figures are an upper bound
-for a KVM guest.
+for a KVM guest. For scale, after the windows the agent's own interpreter
+runs the same Python code (json round trips) in the guest (qemu-ga
+guest-exec, with the agent's PYTHONHOME) and on the host: the ratio of their
+CPU times is TCG's slowdown of that interpreter, and the agent's share
+divided by it a rough estimate at native speed (kernel and virtio work do not
+scale the same way, so an estimate, not a measurement).
 
     python bench/guest_cpu_vm.py [--window 60] [--settle 5] [--rounds 1] [--quick] [--json]
 
@@ -71,6 +76,13 @@ HEARTBEAT_DEVICE = "/dev/virtio-ports/cgcs.heartbeat"
 # the image's own default probe (/init's NFVHA_AGENT_ARGS), at the file
 # probe's default period (100 ms)
 DEFAULT_PROBE = "file:/run/nfvha/healthy"
+# TCG's slowdown of the agent's interpreter: the same python binary (the image
+# carries the host's) runs this in the guest and on the host; CPU seconds each
+CALIBRATION = ("import json, time\n"
+               "t = time.process_time()\n"
+               "for i in range(20000):\n"
+               "    json.loads(json.dumps({'seq': i, 'msg_type': 'challenge', 'n': 'x' * 32}))\n"
+               "print(time.process_time() - t)\n")
 
 
 # ------------------------------------------------------------------ /proc
@@ -177,6 +189,23 @@ class Qga:
                 raise RuntimeError(f"qemu-ga {execute} {arguments}: {doc['error']}")
             return doc.get("return")
 
+    async def run(self, argv: list[str], env: list[str], timeout: float = 300.0) -> str:
+        """argv in the guest (guest-exec), its stdout once it has exited."""
+        pid = (await self.call("guest-exec", path=argv[0], arg=argv[1:], env=env,
+                               **{"capture-output": True}))["pid"]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            st = await self.call("guest-exec-status", pid=pid)
+            if st.get("exited"):
+                out = base64.b64decode(st.get("out-data", "")).decode(errors="replace")
+                if st.get("exitcode"):
+                    err = base64.b64decode(st.get("err-data", "")).decode(errors="replace")
+                    raise RuntimeError(f"{argv[0]} exited {st['exitcode']} in the guest: "
+                                       f"{err[-500:]}")
+                return out
+            await asyncio.sleep(0.2)
+        raise RuntimeError(f"{argv[0]} still running in the guest after {timeout:.0f} s")
+
     async def read(self, path: str) -> str:
         handle = await self.call("guest-file-open", path=path, mode="r")
         chunks = []
@@ -207,6 +236,19 @@ def agent_args(interval_ms: int, probe: str) -> str:
 def host_cpu_s(pid: int) -> float:
     ticks, _state, _start = pid_cpu_ticks(Path(f"/proc/{pid}/stat").read_text())
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+async def calibrate(qga: Qga, pid: int, repeat: int = 3) -> dict[str, Any]:
+    """CALIBRATION's CPU seconds in the guest (the agent's interpreter and
+    PYTHONHOME, read from its /proc) and on the host, best of `repeat` each."""
+    python = (await qga.read(f"/proc/{pid}/cmdline")).split("\0")[0]
+    env = [e for e in (await qga.read(f"/proc/{pid}/environ")).split("\0")
+           if e.startswith("PYTHON")]
+    guest = [float(await qga.run([python, "-c", CALIBRATION], env)) for _ in range(repeat)]
+    host = [float(subprocess.run([python, "-c", CALIBRATION], capture_output=True, text=True,
+                                 check=True).stdout) for _ in range(repeat)]
+    return {"python": python, "guest_s": min(guest), "host_s": min(host),
+            "slowdown": min(guest) / min(host)}
 
 
 def measured_commit() -> str:
@@ -250,6 +292,7 @@ async def run(window: float, settle: float, rounds: int, probe: str) -> dict[str
     tmp = Path(tempfile.mkdtemp(prefix="nfvha-bench-guestcpu-"))
     rig = RecoveryRig(load_conf([]), daemon.uri, tmp, reporters=[Ack()])
     rows: list[dict[str, Any]] = []
+    calibration: dict[str, Any] = {}
     ctl: Control | None = None
     qga: Qga | None = None
     try:
@@ -319,6 +362,15 @@ async def run(window: float, settle: float, rounds: int, probe: str) -> dict[str
                 print(f"  round {rnd} {label}: " + (
                     f"agent {row['agent_pct']:.3f} % vCPU, " if ms else "")
                     + f"guest busy {row['busy_pct']:.2f} %", file=sys.stderr, flush=True)
+        # outside every window: a process of its own in the guest, with the
+        # interpreter and environment of the agent (running: exec'd, registered)
+        await ctl("term")
+        await ctl("wait")
+        t0 = time.monotonic()
+        answer, _ = await ctl(f"start {agent_args(default_ms, probe)}")
+        if await rig.wait_enabled(g.uuid, t0, 120) is None:
+            raise RuntimeError(f"the agent did not register again:\n{g.console()}")
+        calibration = await calibrate(qga, int(answer))
         await ctl("term")
         await ctl("wait")
     finally:
@@ -335,7 +387,8 @@ async def run(window: float, settle: float, rounds: int, probe: str) -> dict[str
                 and base.get(r["round"]) is not None:
             r["busy_over_stopped_pp"] = r["busy_pct"] - base[r["round"]]
     return {
-        "rows": rows, "date_utc": started.strftime("%Y-%m-%d %H:%M"), "commit": commit,
+        "rows": rows, "calibration": calibration, "commit": commit,
+        "date_utc": started.strftime("%Y-%m-%d %H:%M"),
         "window_s": window, "settle_s": settle, "default_interval_ms": default_ms,
         "agent_args": agent_args(0, probe).replace("--interval-ms 0", "--interval-ms N"),
         "agent_comm": comm, "guest": {
@@ -388,9 +441,22 @@ def report(doc: dict[str, Any], out: Any) -> None:
     if hz:
         print(f"guest ticks per vCPU-second over the windows: {min(hz):.1f}-{max(hz):.1f} "
               f"(USER_HZ {USER_HZ})", file=out)
+    print("guest busy is /proc/stat's tick sampling, which misses part of bursts shorter "
+          "than a tick (10 ms): below the agent's own share at times; the agent's figures "
+          "are its exact runtime (schedstat agrees)", file=out)
     print("over stopped = guest busy less the stopped window's of the same round (the "
           "agent's whole cost in the guest, kernel work included), percentage points; "
           "QEMU host % = the QEMU process's CPU as % of one host core", file=out)
+    cal = doc.get("calibration")
+    if cal:
+        fast = [r for r in doc["rows"] if r.get("agent_pct") is not None]
+        print(f"TCG slowdown of the agent's interpreter ({cal['python']}, the same binary, "
+              f"json round trips, best of 3): {cal['guest_s']:.2f} s of CPU in the guest, "
+              f"{cal['host_s']:.3f} s on the host = {cal['slowdown']:.0f}x; the agent's "
+              "share at the host's speed (a rough KVM estimate: its kernel and virtio work "
+              "do not scale so): " + ", ".join(
+                  f"{r['agent']} ~{r['agent_pct'] / cal['slowdown']:.3f} %" for r in fast),
+              file=out)
     print(f"{gu['accel']}: every guest instruction is emulated, so guest CPU time is "
           "inflated many times over KVM's; these figures are an upper bound for a KVM "
           "guest", file=out)
