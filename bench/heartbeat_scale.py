@@ -7,7 +7,7 @@ in other processes, up to 250 per process. Every guest is healthy, so any
 fault in the measured window is a false alarm.
 
     python bench/heartbeat_scale.py [--quick] [--sizes 100,500,1000] [--interval-ms 100]
-        [--tree DIR] [--rounds N]
+        [--tree DIR] [--rounds N] [--pin]
 
 --tree runs the measured agent from another checkout (``git worktree add
 /tmp/oldtree <rev>``; the guests stay this checkout's), so old and new code
@@ -166,7 +166,9 @@ class Child:
 
 
 def run_size(n: int, interval_ms: int, seconds: float, per_proc: int,
-             tree: Path = ROOT) -> dict[str, Any]:
+             tree: Path = ROOT, pin: tuple[set[int], set[int]] | None = None
+             ) -> dict[str, Any]:
+    """`pin`: (the agent's CPUs, the guests' CPUs)."""
     directory = tempfile.mkdtemp(prefix="nfvha-bench-", dir="/tmp")
     guests: list[Child] = []
     agent: Child | None = None
@@ -176,11 +178,15 @@ def run_size(n: int, interval_ms: int, seconds: float, per_proc: int,
             k = min(per_proc, left)
             g = Child(["-m", "nfvha.compute.simguest", "--dir", directory, "--count", str(k),
                        "--interval-ms", str(interval_ms)])
+            if pin:
+                os.sched_setaffinity(g.proc.pid, pin[1])
             g.ask()  # ready
             guests.append(g)
             left -= k
         agent = Child([str(Path(__file__).resolve()), "--agent", directory,
                        "--interval-ms", str(interval_ms)], tree)
+        if pin:
+            os.sched_setaffinity(agent.proc.pid, pin[0])
         t0 = time.monotonic()
         while True:
             st = agent.ask("status")
@@ -244,6 +250,9 @@ def main() -> int:
                         "older revision), alternating with this one")
     p.add_argument("--rounds", type=int, default=1,
                    help="with --tree: old/new pairs per size (alternating)")
+    p.add_argument("--pin", action="store_true",
+                   help="the agent on the first CPU, the guests on the others (as on a "
+                        "telco host: the agent on a housekeeping core, the VMs on theirs)")
     p.add_argument("--agent", metavar="DIR", help=argparse.SUPPRESS)  # the measured child
     args = p.parse_args()
     if args.agent:
@@ -263,6 +272,13 @@ def main() -> int:
     print(f"compute agent CPU and challenge round trip, interval {args.interval_ms} ms, "
           f"{seconds:.0f} s per size; {os.cpu_count()} CPUs, load average before "
           f"{os.getloadavg()[0]:.2f}")
+    cpus = sorted(os.sched_getaffinity(0))
+    pin = None
+    if args.pin:
+        if len(cpus) < 2:
+            p.error("--pin needs at least 2 CPUs")
+        pin = ({cpus[0]}, set(cpus[1:]))
+        print(f"agent pinned to CPU {cpus[0]}, guests to CPUs {cpus[1:]}")
     trees = [ROOT] if args.tree is None else [args.tree.resolve(), ROOT]
     rounds = max(1, args.rounds) if args.tree is not None else 1
     code = "code " if args.tree is not None else ""
@@ -275,7 +291,8 @@ def main() -> int:
     for n in sizes:
         for _ in range(rounds):
             for tree in trees:
-                r = run_size(n, args.interval_ms, seconds, args.guests_per_process, tree)
+                r = run_size(n, args.interval_ms, seconds, args.guests_per_process, tree,
+                             pin)
                 results.append(r)
                 name = ("new  " if tree == ROOT else "old  ") if args.tree is not None else ""
                 print(f"{name}{n:>6} {fmt(r['cpu_pct'], 1):>11} {fmt(r['sys_pct'], 1):>8} "
