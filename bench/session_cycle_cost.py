@@ -54,7 +54,7 @@ async def _measure(cycles: int) -> dict[str, Any]:
     session_mod.time = clock  # type: ignore[assignment]
     channel_mod.time = clock  # type: ignore[assignment]
     try:
-        import nfvha.compute.timers as timers_mod  # this release's timer heap
+        import nfvha.compute.timers as timers_mod  # the shared timers (heap, then wheel)
         timers_mod.time = clock  # type: ignore[assignment]
     except ImportError:
         pass  # an older tree: asyncio timers, which follow loop.time

@@ -89,7 +89,7 @@ class InstanceSession(GuestChannel):
             self.sg_state = sg.session(replace(single_port, instance=instance_uuid))
         self._max_msg = hb.MAX_MSG if self.sg_state is None else sg.MAX_MSG
         self.decoder = codec.line_decoder(self._max_msg)
-        # on the loop's one timer heap (compute/timers.py), not a loop handle each
+        # on the loop's one timer wheel (compute/timers.py), not a loop handle each
         self._timers: timers.Timers | None = None
         self._timer: timers.Timer | None = None
         self._timer_when: float | None = None  # the machine's deadline the timer serves
