@@ -166,3 +166,21 @@ async def test_counts_hold_when_callbacks_cancel_and_rearm_many_in_one_pass(monk
     t._run()
     assert fired.count("re-armed") == 500 and "cancelled" not in fired
     assert len(t) == 0 and t.stored == 0 and t._cancelled == 0
+
+
+async def test_an_entry_just_past_a_granule_end_never_fires_before_its_time(monkeypatch) -> None:
+    # 1000.3140000000001 / 0.001 rounds to 1000314.0: its granule must be the next one
+    clock = _Clock(1000.0)
+    monkeypatch.setattr(timers, "time", clock)
+    t = timers.Timers(asyncio.get_running_loop())
+    at = 1000.3140000000001
+    assert at > 1000.314 and (at / 0.001).is_integer()
+    fired: list[float] = []
+    t.call_at(at, lambda: fired.append(clock.t))
+    assert t._wake_at >= at
+    clock.t = 1000.314
+    t._run()
+    assert fired == []
+    clock.t = t._wake_at
+    t._run()
+    assert fired and fired[0] >= at

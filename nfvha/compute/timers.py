@@ -96,12 +96,15 @@ class Timers:
     def call_at(self, at: float, callback: Callable[[], Any]) -> Timer:
         """``callback()`` at ``at`` (monotonic seconds) or within ``granularity`` after."""
         timer = Timer(at, callback, self)
-        key = math.ceil(at / self.granularity)
+        g = self.granularity
+        key = math.ceil(at / g)
+        if key * g < at:  # at/g rounded down to a whole number: the slot ends before `at`
+            key += 1
         slot = self._slots.get(key)
         if slot is None:
             self._slots[key] = [timer]
             heapq.heappush(self._order, key)
-            if key * self.granularity < self._wake_at:
+            if key * g < self._wake_at:
                 self._wake(key)
         else:
             slot.append(timer)
