@@ -109,9 +109,13 @@ class Timers:
         else:
             slot.append(timer)
         self._stored += 1
-        if self._cancelled > 64 and self._cancelled > self._stored // 2 and not self._running:
+        if not self._running and self._crowded():
             self._compact()
         return timer
+
+    def _crowded(self) -> bool:
+        # more than half of what is stored is cancelled (and enough to be worth it)
+        return self._cancelled > 64 and self._cancelled > self._stored // 2
 
     def _compact(self) -> None:
         # Cancelled entries wait for their slot, up to an interval away (60 s
@@ -159,7 +163,6 @@ class Timers:
         due: list[list[Timer]] = []
         while order and order[0] * g <= limit:
             due.append(slots.pop(heapq.heappop(order)))
-        partial: list[Timer] = []
         if order and (order[0] - 1) * g < limit:
             # the loop woke inside the next granule (early): its entries that
             # are due already go now, the others stay
@@ -193,7 +196,7 @@ class Timers:
         finally:
             self._running = False
         self.counters["fired"] += fired
-        if self._cancelled > 64 and self._cancelled > self._stored // 2:
+        if self._crowded():
             self._compact()
             order = self._order
         if order:
