@@ -62,6 +62,8 @@ async def agent_main(directory: str, interval_ms: int) -> None:
     await bus.serve_controller(ctl)
     agent = ComputeAgent("bench", Path(directory), bus,
                          host_config=HostConfig(min_interval_ms=min(100, interval_ms)))
+    # NFVHA_BENCH_STEADY=0: every session on the Python machine (no C steady path)
+    agent.hooks.steady = os.environ.get("NFVHA_BENCH_STEADY", "1") != "0"
     await agent.start()
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -102,6 +104,9 @@ async def agent_main(directory: str, interval_ms: int) -> None:
                    "fault_kinds": sorted({f["kind"] for f in ctl.faults[faults_at_reset:]}),
                    "enabled": st["phases"].get("enabled", 0),
                    "violations": st["violations"],
+                   # sessions whose machine is on the C steady path right now
+                   "steady": sum(getattr(s, "_fast", None) is not None
+                                 for s in agent.sessions.values()),
                    "loop": {k: v - at_reset[k] for k, v in loop_counters().items()}}
         print(json.dumps(out), flush=True)
     await agent.stop()
@@ -285,7 +290,7 @@ def main() -> int:
     print(f"{code}{'guests':>6} {'agent CPU %':>11} {'(system)':>8} {'RTT median':>10} "
           f"{'RTT p99':>8} {'RTT max':>8} {'late p99':>8} {'challenges':>10} "
           f"{'false alarms':>12} {'guests CPU %':>12} {'idle wake p99':>13} {'µs/answer':>9} "
-          f"{'reads/pass':>10} {'timers/wake':>11}")
+          f"{'reads/pass':>10} {'timers/wake':>11} {'C path':>6}")
     results = []
     ok = True
     for n in sizes:
@@ -301,7 +306,8 @@ def main() -> int:
                       f"{r['rtt']['n']:>10} {r['faults']:>12} "
                       f"{fmt(r['guest_cpu_pct'], 1):>12} {fmt(r['control']['p99']):>13} "
                       f"{fmt(per_answer_us(r), 1):>9} {fmt(ratio(r, 'events', 'passes')):>10} "
-                      f"{fmt(ratio(r, 'fired', 'wakeups')):>11}", flush=True)
+                      f"{fmt(ratio(r, 'fired', 'wakeups')):>11} {r.get('steady', 0):>6}",
+                      flush=True)
                 ok &= r["faults"] == 0
     print("(ms; RTT = challenge written -> answer read by the agent; late = challenge sent "
           "after its deadline by; CPU = % of one core, from /proc/<pid>/stat, (system) the "
@@ -309,7 +315,8 @@ def main() -> int:
           "10 ms sleep in the same window: the machine's own scheduling noise, for scale; "
           "µs/answer = agent CPU per challenge answered; reads/pass = guest sockets read per "
           "pass over their epoll, timers/wake = sessions' timers fired per wake-up: how "
-          "much each turn of the agent's loop gets done"
+          "much each turn of the agent's loop gets done; C path = sessions on the C steady "
+          "path (compute/steady.py) at the end"
           + ("; old = the agent of --tree, new = this checkout's, alternating" if args.tree
              else "") + ")")
     if args.json:

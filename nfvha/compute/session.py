@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from nfvha.compute import codec, cpusample, timers
+from nfvha.compute import codec, cpusample, steady, timers
 from nfvha.compute.channel import GuestChannel
 from nfvha.compute.ratelimit import Every, TokenBucket
 from nfvha.compute.samples import Samples
@@ -63,6 +63,8 @@ class HeartbeatHooks:
     # single-port: a guest's server-group request, relay(instance, ToController)
     relay: Callable[[str, sg.ToController], None] | None = None
     observed: bool = False  # someone watches every output (the hot path skips on_output)
+    # the steady state's cycles on the C path (compute/steady.py), when it is built
+    steady: bool = True
 
 
 class InstanceSession(GuestChannel):
@@ -79,8 +81,11 @@ class InstanceSession(GuestChannel):
         self.uuid = instance_uuid
         self.path = path
         now = time.monotonic()
+        # the machine on the C path while it is in the steady state (compute/steady.py);
+        # `state` then takes it back to read it
+        self._fast: Any = None
         # the secret key of the machine's nonce PRF: challenges a guest cannot predict
-        self.state = host.initial(config, nonce_seed=int.from_bytes(os.urandom(32), "big"))
+        self._state = host.initial(config, nonce_seed=int.from_bytes(os.urandom(32), "big"))
         self.peer_pid: int | None = None  # who answers for the guest (its QEMU), if known
         self._fd = -1  # the channel's socket, to see input not read yet
         # single-port: the server-group machine sees every frame first
@@ -105,6 +110,33 @@ class InstanceSession(GuestChannel):
         self._action: asyncio.Future[host.ActionResult] | None = None
         self._asking: asyncio.Future[host.ActionResult] | None = None
         self.counters.update(dropped=0, nacks=0, faults=0)
+
+    @property
+    def state(self) -> host.HostState:
+        """The machine's state (brought up to date from the C path if it is there)."""
+        if self._fast is not None:
+            self._state = steady.leave(self._state, self._fast)
+            self._fast = steady.enter(self._state)
+        return self._state
+
+    @state.setter
+    def state(self, value: host.HostState) -> None:
+        self._fast = None
+        self._state = value
+
+    def _leave_fast(self) -> None:
+        self._state = steady.leave(self._state, self._fast)
+        self._fast = None
+
+    def _try_fast(self) -> None:
+        # after a step of the Python machine: can the C path carry on?
+        if self.hooks.steady and steady.AVAILABLE and self.sg_state is None \
+                and steady.eligible(self._state) and not self.hooks.observed \
+                and self._timer is not None and not self._timer_early \
+                and self._action is None and self._asking is None \
+                and self.decoder.idle and not self._write_paused \
+                and self.transport is not None and self.transport.is_reading():
+            self._fast = steady.enter(self._state)
 
     # -- asyncio protocol callbacks ------------------------------------------------
     def _on_connected(self) -> None:
@@ -133,6 +165,27 @@ class InstanceSession(GuestChannel):
         self._closed()
 
     # -- input -----------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        fast = self._fast
+        if fast is not None:
+            try:
+                rtt = None if self.hooks.observed else fast.answer(data, time.monotonic())
+                if rtt is not None:  # the expected answer: the C path took it
+                    self.counters["bytes_in"] += len(data)
+                    self.rtt_ms.append(rtt)
+                    at = fast.next_at
+                    if self._timer is not None:
+                        self._timer.cancel()
+                    self._timer_when = self._timer_at = at
+                    assert self._timers is not None
+                    self._timer = self._timers.call_at(at, self._on_timer)
+                    return
+                self._leave_fast()  # anything else: the Python machine's input
+            except Exception:
+                self._internal_error("reading")
+                return
+        super().data_received(data)
+
     def _on_bytes(self, data: bytes, now: float) -> None:
         for item in self.decoder.feed(data):
             if not self._messages.take(now):
@@ -152,11 +205,12 @@ class InstanceSession(GuestChannel):
     def _rate_limited(self, now: float) -> None:
         if not self._nack_every.due(now):
             return
-        reg = self.state.registration
+        state = self.state
+        reg = state.registration
         # The nack's sequence number is the machine's own counter, so the guest
         # sees one sequence from us; nothing else of the state changes.
-        seq = (self.state.sequence + 1) & hb.UINT32_MAX
-        self.state = replace(self.state, sequence=seq)
+        seq = (state.sequence + 1) & hb.UINT32_MAX
+        self.state = replace(state, sequence=seq)
         self._write(hb.build_nack(sequence=seq, invocation_id=reg.invocation_id if reg else 0,
                                   log_msg="rate limited: input dropped"))
         self.counters["nacks"] += 1
@@ -192,8 +246,10 @@ class InstanceSession(GuestChannel):
         self._step(event, time.monotonic())
 
     def _step(self, event: Any, now: float) -> None:
-        before = self.state.phase
-        self.state, outputs, deadline = host.step(self.state, event, now)
+        if self._fast is not None:
+            self._leave_fast()
+        before = self._state.phase
+        self._state, outputs, deadline = host.step(self._state, event, now)
         # A (re)registration starts a new challenge rhythm. Guests that register
         # together (agent restart, benchmark start) would all be challenged in
         # the same instant every interval; an early Tick at a random point of
@@ -201,7 +257,7 @@ class InstanceSession(GuestChannel):
         # machine sends the next challenge then only if the first was already
         # answered (Tick(early=True)), so no interval grows and a hang right
         # after registering is still declared within 3 intervals.
-        spread = before in (host.WAITING, host.DISABLED) and self.state.phase == host.ENABLED
+        spread = before in (host.WAITING, host.DISABLED) and self._state.phase == host.ENABLED
         on_output = self.hooks.on_output
         observed = self.hooks.observed
         for out in outputs:
@@ -223,6 +279,8 @@ class InstanceSession(GuestChannel):
             if observed:  # the hot path (challenges, answers) skips the hooks unless watched
                 on_output(self, out, now)
         self._arm(deadline, spread)
+        if self._state.answered:
+            self._try_fast()
 
     def _arm(self, deadline: float | None, spread: bool = False) -> None:
         timer = self._timer
@@ -236,10 +294,11 @@ class InstanceSession(GuestChannel):
         self._cancel_timer()
         if deadline is not None:
             at = deadline
-            reg = self.state.registration
-            if spread and reg is not None and self.state.challenged_at is not None \
-                    and self.state.action is None:
-                at = min(deadline, self.state.challenged_at
+            state = self._state
+            reg = state.registration
+            if spread and reg is not None and state.challenged_at is not None \
+                    and state.action is None:
+                at = min(deadline, state.challenged_at
                          + random.random() * reg.interval_ms / 1000.0)
                 self._timer_early = True
             self._timer_when = deadline
@@ -257,6 +316,15 @@ class InstanceSession(GuestChannel):
         self._timer_at = None
 
     def _on_timer(self) -> None:
+        fast = self._fast
+        if fast is not None:
+            try:
+                if self._fast_timer(fast):
+                    return
+                self._leave_fast()  # the Python machine's tick
+            except Exception:
+                self._internal_error("timer")
+                return
         due = self._timer_at
         early, self._timer_early = self._timer_early, False
         self._timer = None
@@ -271,13 +339,37 @@ class InstanceSession(GuestChannel):
             # the guest's CPU counters only when a challenge is still unanswered
             # near its deadline: could it have answered?
             sample, unread = None, False
-            if host.wants_sample(self.state, now):
+            if host.wants_sample(self._state, now):
                 sample = cpusample.sample(self.peer_pid)
                 unread = cpusample.unread_bytes(self._fd) > 0  # an answer not read yet?
             self._step(host.Tick(early=early, sample=sample, lag_ms=lag_ms, unread=unread),
                        now)
         except Exception:
             self._internal_error("timer")
+
+    def _fast_timer(self, fast: Any) -> bool:
+        """The timer on the C path; False: the Python machine takes this tick."""
+        if self.hooks.observed:
+            return False
+        due = self._timer_at
+        now = time.monotonic()
+        out = fast.tick(now)
+        if out is None:
+            return False
+        if out:  # a challenge
+            if due is not None and now >= due:
+                self.late_ms.append((now - due) * 1000.0)
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                if self._write_paused:
+                    self.counters["write_dropped"] += 1
+                else:
+                    transport.write(out)
+        at = fast.next_at
+        self._timer_when = self._timer_at = at
+        assert self._timers is not None
+        self._timer = self._timers.call_at(at, self._on_timer)
+        return True
 
     # -- output ------------------------------------------------------------------------
     def _write(self, msg: dict[str, Any]) -> None:

@@ -107,6 +107,11 @@ class LineDecoder:
         """Bytes of an unterminated line currently held (always <= max_size)."""
         return len(self._buf)
 
+    @property
+    def idle(self) -> bool:
+        """Nothing held: the next byte starts a new line."""
+        return not self._buf and not self._discarding
+
     def feed(self, data: bytes) -> List[Decoded]:
         out: List[Decoded] = []
         start = 0

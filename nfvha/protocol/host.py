@@ -439,21 +439,26 @@ def _prf_nonce(seed: int, counter: int) -> int:
     # PRNG whose state a guest could rebuild from the challenges it sees.
     block, slot = divmod(counter, _PER_BLOCK)
     cached = _BLOCKS.get(seed)
-    if cached is not None and cached[0] == block:
-        digest = cached[1]
-    else:
-        keyed = _KEYED.get(seed)
-        if keyed is None:
-            if len(_KEYED) >= _KEYED_MAX:
-                _KEYED.clear()
-                _BLOCKS.clear()
-            keyed = _KEYED[seed] = hashlib.blake2b(digest_size=64, key=seed.to_bytes(32, "big"))
-        h = keyed.copy()
-        h.update(block.to_bytes(8, "big"))
-        digest = h.digest()
-        _BLOCKS[seed] = (block, digest)
+    digest = cached[1] if cached is not None and cached[0] == block else prf_block(seed, block)
     i = 4 * slot
     return int.from_bytes(digest[i:i + 4], "big") & NONCE_MAX
+
+
+def prf_block(seed: int, block: int) -> bytes:
+    """The 64-byte digest holding the nonces of counters 16*block .. 16*block+15
+    (4 bytes each, big-endian, masked with NONCE_MAX); the compute agent's
+    steady path (compute/steady.py) reads its nonces from here too."""
+    keyed = _KEYED.get(seed)
+    if keyed is None:
+        if len(_KEYED) >= _KEYED_MAX:
+            _KEYED.clear()
+            _BLOCKS.clear()
+        keyed = _KEYED[seed] = hashlib.blake2b(digest_size=64, key=seed.to_bytes(32, "big"))
+    h = keyed.copy()
+    h.update(block.to_bytes(8, "big"))
+    digest = h.digest()
+    _BLOCKS[seed] = (block, digest)
+    return digest
 
 
 def _violation(state: HostState, reason: str) -> Tuple[HostState, List[Output]]:
