@@ -12,7 +12,7 @@ setup: $(VENV)/.installed .system-deps
 	bash scripts/install-system-deps.sh
 	@touch $@
 
-$(VENV)/.installed: pyproject.toml | .system-deps
+$(VENV)/.installed: pyproject.toml nfvha/compute/_steady.c | .system-deps
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[dev]'

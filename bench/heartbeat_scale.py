@@ -105,7 +105,7 @@ async def agent_main(directory: str, interval_ms: int) -> None:
                    "enabled": st["phases"].get("enabled", 0),
                    "violations": st["violations"],
                    # sessions whose machine is on the C steady path right now
-                   "steady": sum(getattr(s, "_fast", None) is not None
+                   "steady": sum(getattr(s, "on_steady_path", False)
                                  for s in agent.sessions.values()),
                    "loop": {k: v - at_reset[k] for k, v in loop_counters().items()}}
         print(json.dumps(out), flush=True)

@@ -124,6 +124,11 @@ class InstanceSession(GuestChannel):
         self._fast = None
         self._state = value
 
+    @property
+    def on_steady_path(self) -> bool:
+        """Whether the machine is on the C steady path right now (compute/steady.py)."""
+        return self._fast is not None
+
     def _leave_fast(self) -> None:
         self._state = steady.leave(self._state, self._fast)
         self._fast = None
