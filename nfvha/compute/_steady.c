@@ -286,8 +286,11 @@ static PyObject *Steady_tick(Steady *self, PyObject *arg)
     self->answered = 0;
     self->has_challenged = 1;
     self->challenged_at = now;
+    /* the rhythm: from the deadline just served unless an interval late (host._on_tick) */
+    if (!(now < self->deadline + (double)self->interval_ms / 1000.0))
+        self->deadline = now;
     self->has_deadline = 1;
-    self->deadline = now + (double)self->interval_ms / 1000.0;
+    self->deadline = self->deadline + (double)self->interval_ms / 1000.0;
     self->judged = 0;
     self->has_respond = 1;
     self->respond_by = now + rto;

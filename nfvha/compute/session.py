@@ -114,9 +114,8 @@ class InstanceSession(GuestChannel):
     @property
     def state(self) -> host.HostState:
         """The machine's state (brought up to date from the C path if it is there)."""
-        if self._fast is not None:
+        if self._fast is not None:  # a snapshot: the C path carries on (it exports all it holds)
             self._state = steady.leave(self._state, self._fast)
-            self._fast = steady.enter(self._state)
         return self._state
 
     @state.setter

@@ -25,7 +25,8 @@ Rules that bind this file:
 - Phases: waiting -> enabled <-> failed; enabled/failed -> disabled (exit).
   Transitions on messages are in the table ``_ON_MESSAGE`` (phase, msg_type)
   -> handler; a pair missing from the table is a violation.
-- Detection. Challenges go out every interval. Each has a response
+- Detection. Challenges go out every interval, on a fixed rhythm (a late
+  tick does not delay the next challenge's deadline). Each has a response
   deadline that follows the channel's measured round trip (RFC 6298's
   estimator: srtt + 4 rttvar, floored at ``min_response_ms``, capped at the
   interval; the interval until ``RTT_SAMPLES_BEFORE_ADAPTING`` answers have
@@ -472,7 +473,9 @@ def _send(
     return _evolve(state, sequence=seq), Send(builder(sequence=seq, **fields))
 
 
-def _challenge(state: HostState, now: float, nonce: Optional[int] = None) -> Tuple[HostState, Send]:
+def _challenge(state: HostState, now: float, nonce: Optional[int] = None,
+               base: Optional[float] = None) -> Tuple[HostState, Send]:
+    # base: where the interval to the next challenge starts (default: now)
     counter = state.nonce_counter
     if nonce is None:
         counter = (counter + 1) & (2**64 - 1)
@@ -485,7 +488,8 @@ def _challenge(state: HostState, now: float, nonce: Optional[int] = None) -> Tup
     seq = (state.sequence + 1) & hb.UINT32_MAX  # what _send does, in the same one copy
     state = _evolve(
         state, nonce_counter=counter, previous_nonce=state.nonce, nonce=nonce, answered=False,
-        challenged_at=now, deadline=now + state.registration.interval_ms / 1000.0,
+        challenged_at=now,
+        deadline=(now if base is None else base) + state.registration.interval_ms / 1000.0,
         judged=False, respond_by=now + rto, probe_at=now + rto - min(rto / 2.0, 0.010),
         extended_ms=0.0, lag_extended=False, baseline=None, origin=None, sequence=seq,
     )
@@ -621,7 +625,16 @@ def _on_tick(state: HostState, event: Tick, now: float) -> Tuple[HostState, List
             return state, outputs  # extended: the next challenge waits
     if now < state.deadline and not (event.early and state.answered):
         return state, outputs  # early or spurious tick: no challenge is due
-    state, send = _challenge(state, now, event.nonce)
+    # The next challenge keeps this one's place in the rhythm (its deadline,
+    # not the moment the caller got to it): a caller running late does not
+    # move the guest's phase, so guests whose challenges left in one late
+    # batch do not stay bunched together for ever. An interval or more
+    # late, or an early (re-phasing) tick: the rhythm starts again from now.
+    due = state.deadline
+    assert state.registration is not None
+    base = due if not event.early and now < due + state.registration.interval_ms / 1000.0 \
+        else now
+    state, send = _challenge(state, now, event.nonce, base)
     outputs.append(send)
     return state, outputs
 
