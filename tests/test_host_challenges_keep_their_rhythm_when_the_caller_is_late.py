@@ -47,3 +47,8 @@ def test_an_interval_late_or_an_early_tick_starts_a_new_rhythm() -> None:
     early = state.deadline - 0.05
     state, outputs, _ = host.step(state, host.Tick(early=True), early)
     assert type(outputs[-1]) is host.Send and state.deadline == early + 0.1
+    # an early tick run late names the phase its caller picked: the rhythm starts there
+    state = answer(state, early + 0.001)
+    picked = state.deadline - 0.06
+    state, outputs, _ = host.step(state, host.Tick(early=True, phase=picked), picked + 0.004)
+    assert type(outputs[-1]) is host.Send and state.deadline == picked + 0.1

@@ -346,8 +346,8 @@ class InstanceSession(GuestChannel):
             if host.wants_sample(self._state, now):
                 sample = cpusample.sample(self.peer_pid)
                 unread = cpusample.unread_bytes(self._fd) > 0  # an answer not read yet?
-            self._step(host.Tick(early=early, sample=sample, lag_ms=lag_ms, unread=unread),
-                       now)
+            self._step(host.Tick(early=early, sample=sample, lag_ms=lag_ms, unread=unread,
+                                 phase=due if early else None), now)
         except Exception:
             self._internal_error("timer")
 

@@ -229,10 +229,16 @@ class Tick:
     # together) without shortening any challenge's interval, so detection
     # stays within failure_threshold + 1 intervals.
     early: bool = False
+    # With early=True: the instant the new rhythm starts from, if not now (the
+    # time the caller picked for this tick): guests re-phased together by one
+    # late wake-up of the caller must not end up sharing a phase.
+    phase: Optional[float] = None
 
     def __init__(self, nonce: Optional[int] = None, sample: Optional[CpuSample] = None,
-                 lag_ms: float = 0.0, unread: bool = False, early: bool = False) -> None:
+                 lag_ms: float = 0.0, unread: bool = False, early: bool = False,
+                 phase: Optional[float] = None) -> None:
         d = self.__dict__
+        d["phase"] = phase
         d["nonce"] = nonce
         d["sample"] = sample
         d["lag_ms"] = lag_ms
@@ -629,11 +635,16 @@ def _on_tick(state: HostState, event: Tick, now: float) -> Tuple[HostState, List
     # not the moment the caller got to it): a caller running late does not
     # move the guest's phase, so guests whose challenges left in one late
     # batch do not stay bunched together for ever. An interval or more
-    # late, or an early (re-phasing) tick: the rhythm starts again from now.
+    # late: the rhythm starts again from now; an early (re-phasing) tick:
+    # from the phase it names (not after now), else now.
     due = state.deadline
     assert state.registration is not None
-    base = due if not event.early and now < due + state.registration.interval_ms / 1000.0 \
-        else now
+    if event.early:
+        base = now if event.phase is None or event.phase > now else event.phase
+    elif now < due + state.registration.interval_ms / 1000.0:
+        base = due
+    else:
+        base = now
     state, send = _challenge(state, now, event.nonce, base)
     outputs.append(send)
     return state, outputs
