@@ -12,8 +12,11 @@ from pathlib import Path
 
 import pytest
 from conftest import StubController, missing, until
+from oslo_config import cfg
 
+from nfvha import conf as nfvha_conf
 from nfvha.bus import make_bus
+from nfvha.cli.services import start_stack
 from nfvha.compute import steady
 from nfvha.compute.agent import ComputeAgent
 from nfvha.compute.simguest import Simulator
@@ -68,3 +71,28 @@ async def test_faults_leave_the_steady_path_and_recovery_returns_to_it(sockdir: 
         await agent.stop()
         await sim.stop()
         await bus.stop()
+
+
+@pytest.mark.parametrize("on", [True, False], ids=["option-on", "option-off"])
+async def test_the_option_decides_whether_the_agent_uses_the_path(sockdir: Path,
+                                                                  on: bool) -> None:
+    if on and not steady.AVAILABLE:
+        missing("the C steady path is not built (pip install -e . with a C compiler)")
+    sim = Simulator(sockdir, 2, "normal", 100)
+    await sim.start()
+    conf = cfg.ConfigOpts()
+    nfvha_conf.register(conf)
+    conf([], default_config_files=[])
+    conf.set_override("host", "cmp-steady")
+    conf.set_override("spool_dir", "", "heartbeat")
+    conf.set_override("steady_path", on, "heartbeat")
+    stack = await start_stack(conf, controller=False, compute=True,
+                              transport_url="inproc://", instances_dir=str(sockdir))
+    try:
+        sessions = stack.compute.sessions
+        await until(lambda: len(sessions) == 2 and all(
+            len(s.rtt_ms) >= 5 for s in sessions.values()), 30)
+        assert all(s.on_steady_path == on for s in sessions.values())
+    finally:
+        await stack.stop()
+        await sim.stop()

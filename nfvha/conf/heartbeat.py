@@ -38,6 +38,11 @@ OPTS = [
                     "delivered. Empty: memory only."),
     cfg.IntOpt("rate_limit_per_s", default=50, min=1,
                help="Messages per second a guest may send before input is dropped."),
+    cfg.BoolOpt("steady_path", default=True,
+                help="Compute agent: run a healthy guest's challenge/answer cycle on the "
+                     "C steady path (about a third of the CPU; anything else goes to the "
+                     "Python host machine as before). Off, or not built (no C compiler "
+                     "at install): every cycle on the Python machine."),
     cfg.FloatOpt("sync_interval_s", default=30.0, min=0.0,
                  help="How often the compute agent sends the controller a digest of its "
                       "instances' heartbeat states; on a mismatch (a state cast lost while "
