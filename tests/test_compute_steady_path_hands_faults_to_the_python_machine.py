@@ -5,9 +5,6 @@ guest goes back on the path. The same run with the path switched off gives
 the same faults."""
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,15 +19,8 @@ from nfvha.compute.agent import ComputeAgent
 from nfvha.compute.simguest import Simulator
 
 
-@pytest.fixture
-def sockdir() -> Iterator[Path]:
-    d = tempfile.mkdtemp(prefix="nfvha-", dir="/tmp")  # short: UNIX paths <= 107 bytes
-    yield Path(d)
-    shutil.rmtree(d, ignore_errors=True)
-
-
 @pytest.mark.parametrize("on", [True, False], ids=["c-path", "python-only"])
-async def test_faults_leave_the_steady_path_and_recovery_returns_to_it(sockdir: Path,
+async def test_faults_leave_the_steady_path_and_recovery_returns_to_it(sock_dir: Path,
                                                                        on: bool) -> None:
     if on and not steady.AVAILABLE:
         missing("the C steady path is not built (pip install -e . with a C compiler)")
@@ -38,9 +28,9 @@ async def test_faults_leave_the_steady_path_and_recovery_returns_to_it(sockdir: 
     await bus.start()
     ctl = StubController()
     await bus.serve_controller(ctl)
-    sim = Simulator(sockdir, 3, "normal", 100)
+    sim = Simulator(sock_dir, 3, "normal", 100)
     hung, sick, calm = await sim.start()
-    agent = ComputeAgent("host-a", sockdir, bus)
+    agent = ComputeAgent("host-a", sock_dir, bus)
     agent.hooks.steady = on
     await agent.start()
     try:
@@ -74,11 +64,11 @@ async def test_faults_leave_the_steady_path_and_recovery_returns_to_it(sockdir: 
 
 
 @pytest.mark.parametrize("on", [True, False], ids=["option-on", "option-off"])
-async def test_the_option_decides_whether_the_agent_uses_the_path(sockdir: Path,
+async def test_the_option_decides_whether_the_agent_uses_the_path(sock_dir: Path,
                                                                   on: bool) -> None:
     if on and not steady.AVAILABLE:
         missing("the C steady path is not built (pip install -e . with a C compiler)")
-    sim = Simulator(sockdir, 2, "normal", 100)
+    sim = Simulator(sock_dir, 2, "normal", 100)
     await sim.start()
     conf = cfg.ConfigOpts()
     nfvha_conf.register(conf)
@@ -87,7 +77,7 @@ async def test_the_option_decides_whether_the_agent_uses_the_path(sockdir: Path,
     conf.set_override("spool_dir", "", "heartbeat")
     conf.set_override("steady_path", on, "heartbeat")
     stack = await start_stack(conf, controller=False, compute=True,
-                              transport_url="inproc://", instances_dir=str(sockdir))
+                              transport_url="inproc://", instances_dir=str(sock_dir))
     try:
         sessions = stack.compute.sessions
         await until(lambda: len(sessions) == 2 and all(
