@@ -40,9 +40,10 @@ class CpuCap:
     """``with CpuCap(0.05, pid, ...)``: those processes (all their threads) get at
     most that share of one CPU, and go back to the root group on exit."""
 
-    def __init__(self, share: float, *pids: int) -> None:
+    def __init__(self, share: float, *pids: int, period_us: int = PERIOD_US) -> None:
         self.share = share
         self.pids = pids
+        self.period_us = period_us
         self.v1 = _v1_root()
         self.root = self.v1 or _v2_root()
         if self.root is None:
@@ -51,12 +52,12 @@ class CpuCap:
 
     def __enter__(self) -> CpuCap:
         self.path.mkdir()
-        quota = max(1000, int(self.share * PERIOD_US))
+        quota = max(1000, int(self.share * self.period_us))
         if self.v1 is not None:
-            (self.path / "cpu.cfs_period_us").write_text(str(PERIOD_US))
+            (self.path / "cpu.cfs_period_us").write_text(str(self.period_us))
             (self.path / "cpu.cfs_quota_us").write_text(str(quota))
         else:
-            (self.path / "cpu.max").write_text(f"{quota} {PERIOD_US}")
+            (self.path / "cpu.max").write_text(f"{quota} {self.period_us}")
         for pid in self.pids:
             self.add(pid)
         return self

@@ -9,7 +9,8 @@ guest in a process of its own heartbeat at 100 ms through the compute agent
 2. ``agent-capped``: this process (the compute agent) is capped at 20 % of
    one CPU by its cgroup;
 3. ``guest-capped``: the lone guest's process is capped at 5 % of one CPU,
-   and a busy loop shares its cgroup (a VM whose vCPU is busy and capped).
+   and a busy loop shares its cgroup and its CPU (a VM whose one vCPU is busy
+   and capped).
 
 Every fault is a false alarm. The capped guest must be reported ``starved``
 (a host-side condition) and never failed.
@@ -97,6 +98,9 @@ class Stress(AbstractContextManager["Stress"]):
             stop(self.proc)
 
 
+CAP_PERIOD_US = 97_000
+
+
 class CappedBusyGuest(AbstractContextManager["CappedBusyGuest"]):
     """The guest's process and a busy loop in one cgroup capped at `share`."""
 
@@ -106,12 +110,29 @@ class CappedBusyGuest(AbstractContextManager["CappedBusyGuest"]):
 
     def __enter__(self) -> CappedBusyGuest:
         self.busy = subprocess.Popen([sys.executable, "-c", BUSY])
-        self.cap = CpuCap(self.share, self.pid, self.busy.pid).__enter__()
+        # One CPU for both, as a VM's one vCPU runs its busy work and its
+        # heartbeat agent: on different CPUs the guest lives on its CPU's
+        # leftover slice of the quota (the kernel no longer expires them) and
+        # is not held back at all.
+        self.cpus = os.sched_getaffinity(self.pid)
+        one = {max(self.cpus)}
+        for pid in (self.pid, self.busy.pid):
+            os.sched_setaffinity(pid, one)
+        # A cap period a little off the 100 ms interval: challenges keep a
+        # fixed rhythm, and one locked to the period's few unthrottled ms
+        # would be answered on time every time; off by 3 ms, they sweep
+        # through the period.
+        self.cap = CpuCap(self.share, self.pid, self.busy.pid,
+                          period_us=CAP_PERIOD_US).__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
         stop(self.busy)
         self.cap.__exit__(*exc)
+        try:
+            os.sched_setaffinity(self.pid, self.cpus)
+        except OSError:
+            pass  # the guest is gone
 
 
 async def run(seconds: float, out: Any) -> dict[str, Any]:
@@ -147,6 +168,7 @@ async def run(seconds: float, out: Any) -> dict[str, Any]:
             t0 = time.monotonic()
             with condition:
                 await asyncio.sleep(seconds)
+                throttled = _throttled(condition)
             t1 = time.monotonic()
             await asyncio.sleep(1.0)  # a cry that was on its way still counts
             st = agent.stats()
@@ -161,9 +183,18 @@ async def run(seconds: float, out: Any) -> dict[str, Any]:
                  "failed": sorted(set(failed)),
                  "rtt_p99_ms": pct(st["rtt_ms"], 0.99), "late_p99_ms": pct(st["late_ms"], 0.99)}
             results.append(r)
+            # the capped guest's own figures and the cap's, to see why it was (not) starved
+            mine = sorted(agent.sessions[capped].rtt_ms)
+            r["capped_guest"] = {"answers": len(mine), "rtt_median_ms": pct(mine, 0.5),
+                                 "rtt_max_ms": mine[-1] if mine else None,
+                                 "cap_throttled": throttled}
             print(f"{name:>15} {r['seconds']:>7.1f} {r['false_alarms']:>12} "
                   f"{len(starved):>7} {str(r['capped_guest_starved']):>13} "
-                  f"{_f(r['rtt_p99_ms']):>8} {_f(r['late_p99_ms']):>8}", file=out, flush=True)
+                  f"{_f(r['rtt_p99_ms']):>8} {_f(r['late_p99_ms']):>8}   "
+                  f"(capped guest: {len(mine)} answers, rtt median "
+                  f"{_f(r['capped_guest']['rtt_median_ms'])} max "
+                  f"{_f(r['capped_guest']['rtt_max_ms'])} ms; cap: {throttled or '-'})",
+                  file=out, flush=True)
     finally:
         await agent.stop()
         for p in procs:
@@ -171,6 +202,17 @@ async def run(seconds: float, out: Any) -> dict[str, Any]:
         await bus.stop()
         shutil.rmtree(directory, ignore_errors=True)
     return {"scenarios": results}
+
+
+def _throttled(condition: Any) -> str | None:
+    """A cgroup cap's periods throttled so far, from its cpu.stat."""
+    cap = getattr(condition, "cap", condition)
+    path = getattr(cap, "path", None)
+    try:
+        stat = dict(line.split() for line in (path / "cpu.stat").read_text().splitlines())
+    except (OSError, TypeError, ValueError):
+        return None
+    return f"{stat.get('nr_throttled')}/{stat.get('nr_periods')} periods throttled"
 
 
 def _f(x: float | None) -> str:
