@@ -246,6 +246,14 @@ def test_an_answer_is_taken_once_and_a_stale_one_never() -> None:
     assert fast.answer(line, state.challenged_at + 0.002) is None  # a replay: Python's
 
 
+def test_the_c_path_never_changes_what_the_agent_reads_without_a_snapshot() -> None:
+    state, _ = steady_state(2, [1.0])
+    fast = steady.enter(state)
+    fast.tick(state.deadline)
+    # InstanceSession.phase / health / starved read the Python state directly
+    assert not {"phase", "health", "starved", "registration"} & set(fast.export())
+
+
 def test_a_state_that_is_not_steady_is_not_taken() -> None:
     state, _ = steady_state(1, [1.0])
     assert steady.eligible(state)

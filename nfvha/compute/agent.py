@@ -286,7 +286,7 @@ class ComputeAgent:
             LOG.warning("%s", line)
 
     def _starved_count(self) -> int:
-        return sum(1 for s in self.sessions.values() if s.state.starved)
+        return sum(1 for s in self.sessions.values() if s.starved)
 
     def _state_changed(self, uuid: str, out: hostsm.StateChanged, now: float) -> None:
         self.counters["state_changes"] += 1
@@ -382,10 +382,10 @@ class ComputeAgent:
     # -- keeping the controller's view in step ------------------------------------------
     def starved(self) -> list[str]:
         """Instances whose guests the host starves of CPU (host.Starved)."""
-        return sorted(u for u, s in self.sessions.items() if s.state.starved)
+        return sorted(u for u, s in self.sessions.items() if s.starved)
 
     def digest(self) -> tuple[int, str]:
-        items = [(u, s.state.phase, s.state.health) for u, s in self.sessions.items()]
+        items = [(u, s.phase, s.health) for u, s in self.sessions.items()]
         return len(items), inventory_digest(items)
 
     async def _sync_loop(self) -> None:
@@ -572,7 +572,7 @@ class ComputeAgent:
                 totals[key] = totals.get(key, 0) + value
         phases: dict[str, int] = {}
         for s in sessions:
-            phases[s.state.phase] = phases.get(s.state.phase, 0) + 1
+            phases[s.phase] = phases.get(s.phase, 0) + 1
         out: dict[str, Any] = {
             "host": self.host,
             "sessions": len(sessions),
@@ -596,7 +596,7 @@ class ComputeAgent:
             out["messaging"] = self.messaging.stats()
         if per_session:
             out["per_session"] = {
-                s.uuid: {"phase": s.state.phase, "rtt_ms": list(s.rtt_ms),
+                s.uuid: {"phase": s.phase, "rtt_ms": list(s.rtt_ms),
                          "late_ms": list(s.late_ms), **s.counters}
                 for s in sessions}
         return out

@@ -80,9 +80,8 @@ def snapshot(agent: Any, window: int = WINDOW,
     rtt: list[array] = []
     late: list[array] = []
     for s in sessions:
-        state = s.state
-        phases[state.phase] = phases.get(state.phase, 0) + 1
-        starved += state.starved
+        phases[s.phase] = phases.get(s.phase, 0) + 1
+        starved += s.starved
         connected += s.transport is not None
         for key, value in s.counters.items():
             totals[key] = totals.get(key, 0) + value

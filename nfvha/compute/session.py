@@ -123,6 +123,20 @@ class InstanceSession(GuestChannel):
         self._fast = None
         self._state = value
 
+    # What the C path never changes (it runs only while enabled, healthy, not
+    # starved, registered): read without a snapshot.
+    @property
+    def phase(self) -> str:
+        return self._state.phase
+
+    @property
+    def health(self) -> str | None:
+        return self._state.health
+
+    @property
+    def starved(self) -> bool:
+        return self._state.starved
+
     @property
     def on_steady_path(self) -> bool:
         """Whether the machine is on the C steady path right now (compute/steady.py)."""
