@@ -14,7 +14,9 @@ fault in the measured window is a false alarm.
 are compared under the same conditions; --rounds N with --tree alternates
 old/new N times per size and prints both. In the agent's environment,
 NFVHA_BENCH_PROFILE=FILE writes a cProfile of the agent there and
-NFVHA_BENCH_LOOP=uvloop runs it on uvloop (if installed).
+NFVHA_BENCH_LOOP=uvloop runs it on uvloop (if installed),
+NFVHA_BENCH_STEADY=0 keeps every session off the C steady path and
+NFVHA_BENCH_READ_BATCH_MS=N sets the agent's [heartbeat] read_batch_ms.
 
 Round trip = challenge written by the agent -> valid answer read by the
 agent (its own monotonic clock). "late" = how long after its deadline a
@@ -64,6 +66,9 @@ async def agent_main(directory: str, interval_ms: int) -> None:
                          host_config=HostConfig(min_interval_ms=min(100, interval_ms)))
     # NFVHA_BENCH_STEADY=0: every session on the Python machine (no C steady path)
     agent.hooks.steady = os.environ.get("NFVHA_BENCH_STEADY", "1") != "0"
+    # NFVHA_BENCH_READ_BATCH_MS=0: each guest socket read as soon as it is readable
+    if "NFVHA_BENCH_READ_BATCH_MS" in os.environ:
+        agent.read_batch_ms = float(os.environ["NFVHA_BENCH_READ_BATCH_MS"])
     await agent.start()
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()

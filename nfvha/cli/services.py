@@ -255,7 +255,8 @@ async def start_stack(conf: cfg.ConfigOpts, *, controller: bool, compute: bool,
                 sync_interval_s=hb.sync_interval_s,
                 report_interval_s=hb.agent_report_interval_s,
                 spool_dir=_spool_dir(conf, host or conf.host, instances_dir or hb.instances_dir),
-                source=build_source(conf), **messaging_options(conf))
+                source=build_source(conf), read_batch_ms=hb.read_batch_ms,
+                **messaging_options(conf))
             stack.compute.hooks.steady = hb.steady_path
             if conf.compute.metrics_listen:  # a bad address stops us before any guest
                 try:

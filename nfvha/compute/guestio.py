@@ -10,6 +10,16 @@ a flooding guest gets no more than its neighbours). Writes go straight to
 the socket; what the kernel does not take is buffered and flushed when the
 socket is writable again.
 
+With ``read_delay`` set, input is read in batches: when a guest socket
+becomes readable the pass waits that long, so every socket that became
+readable meanwhile is read in the same pass (at 1000 guests about 20 a pass
+instead of 3, a fifth less of the agent's CPU, for at most ``read_delay``
+more on a round trip). While a batch gathers the loop does not watch the
+guest sockets: it watches a gate, a second epoll holding only ours, closed
+and reopened with one ``epoll_ctl`` each (``remove_reader``/``add_reader``
+of our epoll instead doubled the agent's kernel time: re-adding an epoll to
+another makes the kernel check the nesting).
+
 ``GuestTransport`` keeps the part of ``asyncio.Transport``'s contract the
 guest channels rely on: ``connection_made`` before any data, at most one
 ``connection_lost`` and never from inside a ``write`` or ``abort`` (it is
@@ -240,11 +250,16 @@ class GuestTransport(asyncio.Transport):
 class GuestIO:
     """The epoll of one event loop's guest sockets (``for_loop``)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, read_delay: float = 0.0) -> None:
         self._loop = weakref.ref(loop)  # for_loop's table keys on the loop
         self._epoll = select.epoll()
+        self._gate = select.epoll()  # the loop's reader: holds only _epoll
+        self._gate.register(self._epoll.fileno(), _IN)
         self._by_fd: dict[int, GuestTransport] = {}
-        self._registered = False  # the epoll's fd is a reader of the loop
+        self._registered = False  # the gate's fd is a reader of the loop
+        # seconds a pass waits after the first readable socket (0: none)
+        self.read_delay = read_delay
+        self._batch: asyncio.TimerHandle | None = None  # a pass waiting for its batch
         self.counters = {"passes": 0, "events": 0}
 
     def __len__(self) -> int:
@@ -268,7 +283,7 @@ class GuestIO:
                 loop = self._loop()
                 if loop is None:
                     return
-                loop.add_reader(self._epoll.fileno(), self._poll)
+                loop.add_reader(self._gate.fileno(), self._ready)
                 self._registered = True
         elif mask == 0:
             self._epoll.unregister(fd)
@@ -276,6 +291,30 @@ class GuestIO:
         else:
             self._epoll.modify(fd, mask)
         t._mask = mask
+
+    @property
+    def gathering(self) -> bool:
+        """A pass is waiting for its batch (the loop is not watching the sockets)."""
+        return self._batch is not None
+
+    def _ready(self) -> None:
+        if self._batch is not None:  # already gathering
+            return
+        delay = self.read_delay
+        loop = self._loop()
+        if delay <= 0 or loop is None:
+            self._poll()
+            return
+        self._gate.modify(self._epoll.fileno(), 0)
+        self._batch = loop.call_later(delay, self._batched)
+
+    def _batched(self) -> None:
+        self._batch = None
+        try:
+            self._poll()
+        finally:
+            # level-triggered: sockets still readable wake the loop again at once
+            self._gate.modify(self._epoll.fileno(), _IN)
 
     def _poll(self) -> None:
         by_fd = self._by_fd
@@ -300,11 +339,15 @@ class GuestIO:
     def close(self) -> None:
         loop = self._loop()
         if self._registered and loop is not None and not loop.is_closed():
-            loop.remove_reader(self._epoll.fileno())
+            loop.remove_reader(self._gate.fileno())
         self._registered = False
+        if self._batch is not None:
+            self._batch.cancel()
+            self._batch = None
         for t in list(self._by_fd.values()):
             t.abort()
         self._epoll.close()
+        self._gate.close()
 
 
 _PER_LOOP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, GuestIO] = \
