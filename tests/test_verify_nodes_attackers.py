@@ -176,9 +176,12 @@ async def test_freeze_hangs_then_thaws_and_kill_process_by_pattern():
 async def test_stop_service_by_command_and_by_sigterm():
     node = LocalNode()
     for how in ("command", "sigterm"):
-        proc = await _spawn_backend(node, free_port())
+        port = free_port()
+        proc = await _spawn_backend(node, port)
         try:
-            await asyncio.sleep(0.3)
+            # serving means its SIGTERM handler is in (a fixed wait lost that race
+            # on a loaded machine: the backend died of the signal, -15)
+            await _wait_ok(HttpProbe("127.0.0.1", port, timeout=0.5), timeout=30.0)
             a = (StopService(command=["kill", "-TERM", str(proc.pid)]) if how == "command"
                  else StopService(target=proc.pid))
             await a.inject()
