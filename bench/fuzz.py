@@ -37,11 +37,10 @@ from nfvha.controller import validate  # noqa: E402
 from nfvha.controller.apibounds import BadJSON, strict_loads  # noqa: E402
 from nfvha.controller.servergroups import ServerGroups, validate_group  # noqa: E402
 from nfvha.guest import splitbrain as sb  # noqa: E402
-from nfvha.protocol import framing  # noqa: E402
+from nfvha.protocol import framing, sgclient, sgsession, sgwire  # noqa: E402
 from nfvha.protocol import guest as g  # noqa: E402
 from nfvha.protocol import heartbeat as hb  # noqa: E402
 from nfvha.protocol import host as h  # noqa: E402
-from nfvha.protocol import servergroup as sg  # noqa: E402
 
 KEYS = sorted({*validate.HEARTBEAT_STATES, "id", "instance_uuid", "uuid", "host", "kind",
                "detail", "detected_at", "detected_mono", "state", "health", "interval_ms",
@@ -260,8 +259,9 @@ def t_host(rng: random.Random, st: HostSt) -> None:
 
 class SgSt:
     def __init__(self) -> None:
-        self.host = sg.session(sg.SessionConfig(instance="i-1", rate_per_s=50.0, burst=20))
-        self.client = sg.client()
+        self.host = sgsession.session(sgsession.SessionConfig(instance="i-1", rate_per_s=50.0,
+                                                              burst=20))
+        self.client = sgclient.client()
         self.now = 0.0
 
 
@@ -269,22 +269,22 @@ def t_servergroup(rng: random.Random, st: SgSt) -> None:
     st.now += rng.random() * 0.2
     msg = obj(rng)
     if rng.random() < 0.6:
-        msg = sg.wrap(mutate(rng, rng.choice([
+        msg = sgwire.wrap(mutate(rng, rng.choice([
             {"version": 2, "msg_type": "broadcast", "data": "hi"},
             {"version": 2, "msg_type": "status_query", "seq": 1},
             {"version": 2, "msg_type": "status_response", "seq": 1, "data": {}},
             {"version": 2, "msg_type": "status_response_done", "seq": 1},
             {"version": 2, "msg_type": "nack", "orig_msg_type": "status_query"}])))
-    st.host, outs = sg.session_step(st.host, sg.Received(msg), st.now)
+    st.host, outs = sgsession.session_step(st.host, sgsession.Received(msg), st.now)
     for o in outs:
-        if isinstance(o, sg.ToController):
+        if isinstance(o, sgsession.ToController):
             check(o.payload["source_instance"] == "i-1", "source_instance not stamped")
     check(0 <= st.host.tokens <= 20, "bucket out of bounds")
-    ev: Any = sg.Received(msg)
+    ev: Any = sgclient.Received(msg)
     if rng.random() < 0.2:
-        ev = rng.choice([sg.Broadcast(rng.choice(TEXT)), sg.StatusRequest(rng.choice(
-            [0.5, 2.0, float("nan"), float("inf"), -1.0])), sg.Tick()])
-    st.client, outs, deadline = sg.client_step(st.client, ev, st.now)
+        ev = rng.choice([sgclient.Broadcast(rng.choice(TEXT)), sgclient.StatusRequest(rng.choice(
+            [0.5, 2.0, float("nan"), float("inf"), -1.0])), sgclient.Tick()])
+    st.client, outs, deadline = sgclient.client_step(st.client, ev, st.now)
     check(len(st.client.pending) <= st.client.max_pending, "client pending unbounded")
     check(deadline is None or math.isfinite(deadline), "client deadline not finite")
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from nfvha.controller import nova_notifications as nn
-from nfvha.protocol import servergroup
+from nfvha.protocol import sgsession, sgwire
 from nfvha.protocol.framing import encode
 
 # Structure copied from OpenStack Nova's published sample
@@ -179,8 +179,8 @@ def test_peer_notification_has_starlingx_shape_and_fits_guest_buffer():
     data = nn.peer_notification(ch)
     assert set(data) == {"payload", "event_type", "priority", "timestamp"}
     assert data["payload"]["instance_id"] == ch.uuid and data["payload"]["state"] == "error"
-    wire = encode(servergroup.for_guest(servergroup.notification(data)))
-    assert len(wire) <= servergroup.MAX_MSG
+    wire = encode(sgsession.for_guest(sgwire.notification(data)))
+    assert len(wire) <= sgwire.MAX_MSG
 
 
 def test_peer_notification_of_huge_fields_still_fits():
@@ -189,8 +189,8 @@ def test_peer_notification_of_huge_fields_still_fits():
         msg["payload"][k] = "\U0001F600" * 5000
     msg["event_type"] = "compute.instance.update" + "x" * 5000
     data = nn.peer_notification(nn.parse(msg))
-    wire = encode(servergroup.for_guest(servergroup.notification(data)))
-    assert len(wire) <= servergroup.MAX_MSG
+    wire = encode(sgsession.for_guest(sgwire.notification(data)))
+    assert len(wire) <= sgwire.MAX_MSG
 
 
 def test_versioned_sample_peer_notification_fits():

@@ -23,8 +23,7 @@ from nfvha.conf import servergroup as servergroup_conf
 from nfvha.controller import nova_notifications
 from nfvha.controller.servergroups import ServerGroups
 from nfvha.protocol import heartbeat as hb
-from nfvha.protocol import host
-from nfvha.protocol import servergroup as sg
+from nfvha.protocol import host, sgsession, sgwire
 
 DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
 G2H, H2G = "guest → host", "host → guest"
@@ -122,7 +121,7 @@ def test_heartbeat_common_fields_version_and_limits(doc: str) -> None:
 
 def test_size_limits_and_channel_names(doc: str) -> None:
     framing = doc.split("## Framing", 1)[1].split("\n## ", 1)[0]
-    assert f"| {hb.MAX_MSG} |" in framing and f"| {sg.MAX_MSG} |" in framing
+    assert f"| {hb.MAX_MSG} |" in framing and f"| {sgwire.MAX_MSG} |" in framing
     for port in domain_xml.PORT_KINDS:
         assert f"`{port}`" in doc, port
         name = domain_xml.socket_name(port, "<instance-name>", "<instance-uuid>")
@@ -138,34 +137,34 @@ def test_size_limits_and_channel_names(doc: str) -> None:
 # ---- server group ------------------------------------------------------------------------
 
 SG_MESSAGES = {
-    (sg.BROADCAST, G2H): sg.broadcast("x"),
-    (sg.STATUS_QUERY, G2H): sg.status_query(1),
-    (sg.BROADCAST, H2G): sg.broadcast_to_guest("x", "instance-1"),
-    (sg.NOTIFICATION, H2G): sg.notification({}),
-    (sg.STATUS_RESPONSE, H2G): sg.status_response(1, {}),
-    (sg.STATUS_RESPONSE_DONE, H2G): sg.status_response_done(1),
-    (sg.NACK, H2G + ", server group"): sg.nack("broadcast", "why"),
+    (sgwire.BROADCAST, G2H): sgwire.broadcast("x"),
+    (sgwire.STATUS_QUERY, G2H): sgwire.status_query(1),
+    (sgwire.BROADCAST, H2G): sgwire.broadcast_to_guest("x", "instance-1"),
+    (sgwire.NOTIFICATION, H2G): sgwire.notification({}),
+    (sgwire.STATUS_RESPONSE, H2G): sgwire.status_response(1, {}),
+    (sgwire.STATUS_RESPONSE_DONE, H2G): sgwire.status_response_done(1),
+    (sgwire.NACK, H2G + ", server group"): sgwire.nack("broadcast", "why"),
 }
 
 
 def test_every_server_group_message_has_its_section_with_exactly_its_fields(doc: str) -> None:
     # every type of each direction the code knows has a builder above
-    assert {t for t, d in SG_MESSAGES if d == G2H} == set(sg.GUEST_TO_HOST)
-    assert {t for t, d in SG_MESSAGES if d.startswith(H2G)} == set(sg.HOST_TO_GUEST)
+    assert {t for t, d in SG_MESSAGES if d == G2H} == set(sgwire.GUEST_TO_HOST)
+    assert {t for t, d in SG_MESSAGES if d.startswith(H2G)} == set(sgwire.HOST_TO_GUEST)
     for (msg_type, direction), msg in SG_MESSAGES.items():
         documented = rows(section(doc, f"`{msg_type}` ({direction})"))
         assert set(documented) == set(msg) - {"version", "msg_type"}, (msg_type, direction)
     common = rows(section(doc, "Server-group common fields"))
     assert set(common) == {"version", "msg_type"}
-    assert f"`{sg.VERSION}`" in common["version"][1]
+    assert f"`{sgwire.VERSION}`" in common["version"][1]
 
 
 def test_the_base_layer_envelope(doc: str) -> None:
     envelope = rows(section(doc, "Base layer envelope"))
-    assert set(envelope) == set(sg.wrap({}))
-    assert f"`{sg.VERSION}`" in envelope["version"][1]
+    assert set(envelope) == set(sgwire.wrap({}))
+    assert f"`{sgwire.VERSION}`" in envelope["version"][1]
     for field in ("source_addr", "dest_addr"):
-        for addr in (sg.ADDR_SERVER_GROUP, sg.ADDR_HEARTBEAT):
+        for addr in (sgwire.ADDR_SERVER_GROUP, sgwire.ADDR_HEARTBEAT):
             assert f"`{addr}`" in envelope[field][1]
 
 
@@ -173,10 +172,10 @@ def test_server_group_limits(doc: str) -> None:
     def cell(msg_type: str, direction: str, field: str) -> str:
         return rows(section(doc, f"`{msg_type}` ({direction})"))[field][1]
 
-    assert f"≤ {sg.MAX_DATA} bytes" in cell(sg.BROADCAST, G2H, "data")
-    assert str(sg.MAX_SEQ) in cell(sg.STATUS_QUERY, G2H, "seq")
-    assert f"≤ {sg.MAX_TYPE_ECHO}" in cell(sg.NACK, H2G + ", server group", "orig_msg_type")
-    assert f"≤ {sg.MAX_LOG_MSG}" in cell(sg.NACK, H2G + ", server group", "log_msg")
+    assert f"≤ {sgwire.MAX_DATA} bytes" in cell(sgwire.BROADCAST, G2H, "data")
+    assert str(sgwire.MAX_SEQ) in cell(sgwire.STATUS_QUERY, G2H, "seq")
+    assert f"≤ {sgwire.MAX_TYPE_ECHO}" in cell(sgwire.NACK, H2G + ", server group", "orig_msg_type")
+    assert f"≤ {sgwire.MAX_LOG_MSG}" in cell(sgwire.NACK, H2G + ", server group", "log_msg")
 
 
 def _keys_read(func: object) -> Set[str]:
@@ -195,8 +194,8 @@ def _keys_read(func: object) -> Set[str]:
 
 def test_every_field_the_server_group_parsers_read_is_documented(doc: str) -> None:
     read = set()
-    for func in (sg.unwrap, sg.parse_guest_app, sg.parse_host_app, sg._msg_type_of,
-                 sg.session_step):
+    for func in (sgwire.unwrap, sgwire.parse_guest_app, sgwire.parse_host_app, sgwire.msg_type_of,
+                 sgsession.session_step):
         read |= _keys_read(func)
     assert {"seq", "orig_msg_type", "source_instance"} <= read  # the walk finds them
     for key in read:

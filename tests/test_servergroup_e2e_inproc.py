@@ -15,7 +15,7 @@ from nfvha.bus import make_bus
 from nfvha.compute.agent import ComputeAgent
 from nfvha.controller.api import make_app
 from nfvha.controller.service import Controller
-from nfvha.protocol.servergroup import SessionConfig
+from nfvha.protocol.sgsession import SessionConfig
 
 
 class World:

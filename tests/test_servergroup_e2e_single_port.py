@@ -18,7 +18,7 @@ from nfvha.compute.agent import ComputeAgent
 from nfvha.controller.service import Controller
 from nfvha.demo.qemu_pty import PtyChannel
 from nfvha.guest.group import GroupClient, GroupError
-from nfvha.protocol.servergroup import SessionConfig
+from nfvha.protocol.sgsession import SessionConfig
 
 
 async def _until(cond, timeout: float, what: str) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from nfvha.controller import nova_notifications as nn
 from nfvha.guest import splitbrain as sb
-from nfvha.protocol import servergroup as sg
+from nfvha.protocol import sgclient, sgsession
 
 KEYS = ["version", "source_addr", "dest_addr", "data", "msg_type", "seq", "source_instance",
         "orig_msg_type", "log_msg", "payload", "event_type", "oslo.version", "oslo.message",
@@ -42,18 +42,19 @@ def _msg(rnd):
 @pytest.mark.parametrize("seed", range(10))
 def test_session_and_client_never_raise(seed):
     rnd = random.Random(seed)
-    host = sg.session(sg.SessionConfig(instance="i", single_port=rnd.random() < 0.5))
-    guest = sg.client()
+    host = sgsession.session(sgsession.SessionConfig(instance="i", single_port=rnd.random() < 0.5))
+    guest = sgclient.client()
     for i in range(500):
         msg = _msg(rnd)
-        host, outs = sg.session_step(host, sg.Received(msg), i * 0.01)
+        host, outs = sgsession.session_step(host, sgsession.Received(msg), i * 0.01)
         for o in outs:
-            assert isinstance(o, (sg.Send, sg.ToController, sg.ToHeartbeat, sg.Violation))
-            if isinstance(o, sg.ToController):
+            assert isinstance(o, (sgsession.Send, sgsession.ToController, sgsession.ToHeartbeat,
+                                  sgsession.Violation))
+            if isinstance(o, sgsession.ToController):
                 assert o.payload["source_instance"] == "i"
-        guest, outs, _ = sg.client_step(guest, sg.Received(msg), i * 0.01)
+        guest, outs, _ = sgclient.client_step(guest, sgclient.Received(msg), i * 0.01)
         if rnd.random() < 0.05:
-            guest, outs, _ = sg.client_step(guest, sg.StatusRequest(0.5), i * 0.01)
+            guest, outs, _ = sgclient.client_step(guest, sgclient.StatusRequest(0.5), i * 0.01)
 
 
 @pytest.mark.parametrize("seed", range(10))

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from nfvha.guest import group
-from nfvha.protocol import servergroup as sg
+from nfvha.protocol import sgsession, sgwire
 from nfvha.protocol.framing import FrameError, LineDecoder, encode
 from tests.conftest import require_command
 
@@ -38,7 +38,7 @@ class FakeHost:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.02)
-        self.state = sg.session(sg.SessionConfig(instance=instance))
+        self.state = sgsession.session(sgsession.SessionConfig(instance=instance))
         self.to_controller: list = []
         self.violations: list = []
         self.lock = threading.Lock()
@@ -47,7 +47,8 @@ class FakeHost:
         self.thread.start()
 
     def send(self, app: dict) -> None:
-        self.state, outs = sg.session_step(self.state, sg.Deliver(app), time.monotonic())
+        self.state, outs = sgsession.session_step(self.state, sgsession.Deliver(app),
+                                                  time.monotonic())
         for o in outs:
             self.sock.sendall(encode(o.msg))
 
@@ -64,22 +65,22 @@ class FakeHost:
             if not data:
                 return
             for item in dec.feed(data):
-                ev = sg.Malformed(item.reason) if isinstance(item, FrameError) else \
-                    sg.Received(item)
-                self.state, outs = sg.session_step(self.state, ev, time.monotonic())
+                ev = sgsession.Malformed(item.reason) if isinstance(item, FrameError) else \
+                    sgsession.Received(item)
+                self.state, outs = sgsession.session_step(self.state, ev, time.monotonic())
                 for o in outs:
-                    if isinstance(o, sg.Send):
+                    if isinstance(o, sgsession.Send):
                         self.sock.sendall(encode(o.msg))
-                    elif isinstance(o, sg.Violation):
+                    elif isinstance(o, sgsession.Violation):
                         self.violations.append(o.reason)
-                    elif isinstance(o, sg.ToController):
+                    elif isinstance(o, sgsession.ToController):
                         with self.lock:
                             self.to_controller.append((o.kind, o.payload))
                         if o.kind == "status_query":
                             seq = o.payload["seq"]
                             for m in MEMBERS:
-                                self.send(sg.status_response(seq, m))
-                            self.send(sg.status_response_done(seq))
+                                self.send(sgwire.status_response(seq, m))
+                            self.send(sgwire.status_response_done(seq))
 
     def wait_for(self, n: int, timeout: float = 10.0) -> list:
         end = time.monotonic() + timeout
@@ -125,10 +126,10 @@ def test_broadcast_status_and_callbacks_over_the_port(channel):
         got_b, got_n = [], []
         c.on_broadcast(lambda src, data: got_b.append((src, data)))
         c.on_notification(got_n.append)
-        host.send(sg.broadcast_to_guest("from b", "instance-b"))
+        host.send(sgwire.broadcast_to_guest("from b", "instance-b"))
         note = {"payload": {"instance_id": "ub", "state": "error"},
                 "event_type": "compute.instance.update", "priority": "INFO", "timestamp": "t"}
-        host.send(sg.notification(note))
+        host.send(sgwire.notification(note))
         events = []
         end = time.monotonic() + 5
         while len(events) < 2 and time.monotonic() < end:
@@ -220,7 +221,7 @@ def test_socket_api_broadcast_status_subscribe_and_junk(channel, tmp_path):
         assert len(errors) == 4 and all(r["error"] for r in errors)
         assert any("3051" in r["error"] for r in errors)
         assert host.wait_for(1)[0][1]["data"] == "via socket"
-        host.send(sg.broadcast_to_guest("to subscribers", "instance-b"))
+        host.send(sgwire.broadcast_to_guest("to subscribers", "instance-b"))
         assert _lines(sub, 1) == [{"type": "broadcast", "source_instance": "instance-b",
                                    "data": "to subscribers"}]
         # oversized request line: error reply, the connection keeps working
@@ -260,7 +261,7 @@ def test_slow_subscriber_is_dropped_without_blocking_others(channel, tmp_path):
         # however slowly a loaded machine runs the server thread.
         for batch in range(10):
             for _ in range(40):
-                host.send(sg.broadcast_to_guest(big, "instance-b"))
+                host.send(sgwire.broadcast_to_guest(big, "instance-b"))
             while got < 40 * (batch + 1):
                 line = f.readline()
                 assert line, f"the fast subscriber was dropped after {got} broadcasts"
@@ -300,7 +301,7 @@ def test_cli_broadcast_status_listen_through_socket(channel, tmp_path):
         while sum(c.subscribed for c in server._conns.values()) < 1:
             assert time.monotonic() < end
             time.sleep(0.05)
-        host.send(sg.broadcast_to_guest("for listen", "instance-b"))
+        host.send(sgwire.broadcast_to_guest("for listen", "instance-b"))
         out, _ = listen.communicate(timeout=20)
         assert json.loads(out) == {"type": "broadcast", "source_instance": "instance-b",
                                    "data": "for listen"}

@@ -11,7 +11,7 @@ import time
 
 from nfvha.guest import group
 from nfvha.guest import splitbrain as sb
-from nfvha.protocol import servergroup as sg
+from nfvha.protocol import sgsession, sgwire
 from nfvha.protocol.framing import FrameError, LineDecoder, encode
 from tests.conftest import require_command
 
@@ -45,14 +45,15 @@ class Relay:
     def deliver(self, name, app):
         with self.lock:
             try:
-                self.conns[name].sendall(encode(sg.for_guest(app)))
+                self.conns[name].sendall(encode(sgsession.for_guest(app)))
             except OSError:
                 pass
 
     def _serve(self, name):
         sock, dec = self.conns[name], LineDecoder()
-        state = sg.session(sg.SessionConfig(instance=name, rate_per_s=1000, burst=1000,
-                                              status_rate_per_s=1000, status_burst=1000))
+        state = sgsession.session(sgsession.SessionConfig(
+            instance=name, rate_per_s=1000, burst=1000, status_rate_per_s=1000,
+            status_burst=1000))
         sock.settimeout(0.2)
         while not self.stop:
             try:
@@ -64,21 +65,21 @@ class Relay:
             if not data:
                 return
             for item in dec.feed(data):
-                ev = sg.Malformed(item.reason) if isinstance(item, FrameError) else \
-                    sg.Received(item)
-                state, outs = sg.session_step(state, ev, time.monotonic())
+                ev = sgsession.Malformed(item.reason) if isinstance(item, FrameError) else \
+                    sgsession.Received(item)
+                state, outs = sgsession.session_step(state, ev, time.monotonic())
                 for o in outs:
-                    if isinstance(o, sg.ToController) and o.kind == "broadcast":
+                    if isinstance(o, sgsession.ToController) and o.kind == "broadcast":
                         peer = NAMES[1 - NAMES.index(name)]
-                        self.deliver(peer, sg.broadcast_to_guest(o.payload["data"], name))
-                    elif isinstance(o, sg.ToController):
+                        self.deliver(peer, sgwire.broadcast_to_guest(o.payload["data"], name))
+                    elif isinstance(o, sgsession.ToController):
                         seq = o.payload["seq"]
                         for n in NAMES:
                             up = self.running[n]
-                            self.deliver(name, sg.status_response(seq, {
+                            self.deliver(name, sgwire.status_response(seq, {
                                 "instance_name": n, "state": "active" if up else "stopped",
                                 "power_state": "running" if up else "shutdown"}))
-                        self.deliver(name, sg.status_response_done(seq))
+                        self.deliver(name, sgwire.status_response_done(seq))
 
 
 def test_pair_runners_elect_one_and_fail_over_on_platform_report(tmp_path):
@@ -126,7 +127,7 @@ def test_pair_runners_elect_one_and_fail_over_on_platform_report(tmp_path):
         # the active VM is stopped by the platform: its runner stops, Nova says so
         stops[active].set()
         relay.running[active] = False
-        relay.deliver(survivor, sg.notification({
+        relay.deliver(survivor, sgwire.notification({
             "payload": {"instance_id": "uuid-" + active, "display_name": active, "state": "stopped",
                         "power_state": "shutdown"},
             "event_type": "compute.instance.update", "priority": "INFO", "timestamp": "t"}))

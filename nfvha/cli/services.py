@@ -113,7 +113,7 @@ def load_groups_file(path: str | None) -> Any:
 
 def messaging_options(conf: cfg.ConfigOpts) -> dict[str, Any]:
     """ComputeAgent keyword arguments for server-group messaging."""
-    from nfvha.protocol.servergroup import SessionConfig
+    from nfvha.protocol.sgsession import SessionConfig
 
     sgc = conf.servergroup
     return {"messaging": sgc.enabled, "messaging_pattern": sgc.socket_pattern,

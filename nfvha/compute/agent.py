@@ -59,7 +59,7 @@ from nfvha.compute.sources.directory import (
 from nfvha.compute.starvedlog import StarvedLog
 from nfvha.gctune import tune_gc
 from nfvha.protocol import host as hostsm
-from nfvha.protocol import servergroup as sg
+from nfvha.protocol import sgsession
 from nfvha.protocol.host import HostConfig
 
 LOG = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ class ComputeAgent:
                  rate_limit_per_s: int = 50, *, scan_interval_s: float = 0.2,
                  reconnect_max_s: float = 2.0, messaging: bool = True,
                  messaging_pattern: str | None = None,
-                 messaging_config: sg.SessionConfig | None = None,
+                 messaging_config: sgsession.SessionConfig | None = None,
                  spool_dir: Path | None = None, sync_interval_s: float = 30.0,
                  report_interval_s: float = 2.0,
                  source: InstanceSource | None = None,
@@ -136,7 +136,7 @@ class ComputeAgent:
         self.outbox = FaultOutbox(self._deliver_fault, spool_dir=spool_dir)
         # Server-group messaging (None: off); its channels come from the same source.
         # single_port (OPNFV): it also shares the heartbeat channel.
-        self.messaging_config = messaging_config or sg.SessionConfig(instance="")
+        self.messaging_config = messaging_config or sgsession.SessionConfig(instance="")
         self.single_port = messaging and self.messaging_config.single_port
         self.hooks = HeartbeatHooks(on_output=self._output)
         self.pool = ChannelPool(

@@ -3,7 +3,7 @@
 - one ``MessagingSession`` per instance (``cgcs.messaging.<instance-name>``:
   QEMU's chardev for the guest's ``cgcs.messaging`` virtio-serial port;
   made, connected and forgotten by the channel pool, compute/pool.py) drives
-  the sans-I/O host machine ``nfvha.protocol.servergroup.session_step``;
+  the sans-I/O host machine ``nfvha.protocol.sgsession.session_step``;
 - ``MessagingChannels`` relays guest broadcasts and status queries to the
   controller with ``source_instance`` set here, from the channel's name — a
   guest can never choose or spoof it; tells every controller (a fanout:
@@ -33,7 +33,7 @@ from typing import Any
 from nfvha.compute import codec, qemu_peer
 from nfvha.compute.channel import GuestChannel
 from nfvha.compute.ratelimit import Every
-from nfvha.protocol import servergroup as sg
+from nfvha.protocol import sgsession, sgwire
 from nfvha.protocol.framing import FrameError
 
 LOG = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ Fanout = Callable[..., Awaitable[None]]  # await fanout(method, **kwargs): to ev
 class MessagingHooks:
     """Where messaging sessions report (given to each when it is made)."""
 
-    to_controller: Callable[[MessagingSession, sg.ToController], None]
+    to_controller: Callable[[MessagingSession, sgsession.ToController], None]
     to_heartbeat: Callable[[MessagingSession, dict[str, Any]], None]
     vm_changed: Callable[[MessagingSession], None]  # QEMU names another VM uuid
 
@@ -59,7 +59,7 @@ class MessagingHooks:
 class MessagingSession(GuestChannel):
     """One instance's messaging channel; survives reconnections."""
 
-    def __init__(self, name: str, path: str, config: sg.SessionConfig, *,
+    def __init__(self, name: str, path: str, config: sgsession.SessionConfig, *,
                  hooks: MessagingHooks,
                  on_closed: Callable[[GuestChannel], None] | None = None) -> None:
         super().__init__(READ_SIZE, BYTE_BUDGET_PER_S, WRITE_HIGH_WATER, on_closed)
@@ -67,8 +67,8 @@ class MessagingSession(GuestChannel):
         self.hooks = hooks
         self.name = name
         self.path = path
-        self.state = sg.session(config)
-        self.decoder = codec.line_decoder(sg.MAX_MSG)
+        self.state = sgsession.session(config)
+        self.decoder = codec.line_decoder(sgwire.MAX_MSG)
         self._log_every = Every(1.0)
         self.counters.update(to_controller=0, delivered=0)
         # the VM's uuid, from the QEMU at the other end, else from the source
@@ -78,7 +78,7 @@ class MessagingSession(GuestChannel):
 
     # -- asyncio callbacks -------------------------------------------------------------
     def _on_connected(self) -> None:
-        self.decoder = codec.line_decoder(sg.MAX_MSG)
+        self.decoder = codec.line_decoder(sgwire.MAX_MSG)
         sock = self.transport.get_extra_info("socket") if self.transport else None
         uuid, _ = qemu_peer.vm_of(sock) if sock is not None else (None, None)
         uuid = uuid or self.known_uuid
@@ -95,21 +95,21 @@ class MessagingSession(GuestChannel):
     def _on_bytes(self, data: bytes, now: float) -> None:
         for item in self.decoder.feed(data):
             if isinstance(item, FrameError):
-                self._step(sg.Malformed(item.reason), now)
+                self._step(sgsession.Malformed(item.reason), now)
             else:
-                self._step(sg.Received(item), now)
+                self._step(sgsession.Received(item), now)
 
     def _step(self, event: Any, now: float) -> None:
-        self.state, outputs = sg.session_step(self.state, event, now)
+        self.state, outputs = sgsession.session_step(self.state, event, now)
         for out in outputs:
-            if isinstance(out, sg.Send):
+            if isinstance(out, sgsession.Send):
                 self._write_raw(out.msg)
-            elif isinstance(out, sg.ToController):
+            elif isinstance(out, sgsession.ToController):
                 self.counters["to_controller"] += 1
                 self.hooks.to_controller(self, out)
-            elif isinstance(out, sg.ToHeartbeat):
+            elif isinstance(out, sgsession.ToHeartbeat):
                 self.hooks.to_heartbeat(self, out.msg)
-            elif isinstance(out, sg.Violation):
+            elif isinstance(out, sgsession.Violation):
                 self.counters["violations"] += 1
                 if self._log_every.due(now):
                     more = self._log_every.take_suppressed()
@@ -117,12 +117,12 @@ class MessagingSession(GuestChannel):
                                 f" (+{more} more)" if more else "")
 
     # -- output ------------------------------------------------------------------------
-    def deliver(self, app: dict[str, Any], dest_addr: str = sg.ADDR_SERVER_GROUP) -> bool:
+    def deliver(self, app: dict[str, Any], dest_addr: str = sgwire.ADDR_SERVER_GROUP) -> bool:
         """Writes one app-layer message to the guest; False if it was dropped."""
         if self.transport is None or self.transport.is_closing() or self._write_paused:
             self.counters["write_dropped"] += 1
             return False
-        self._step(sg.Deliver(app, dest_addr), time.monotonic())
+        self._step(sgsession.Deliver(app, dest_addr), time.monotonic())
         self.counters["delivered"] += 1
         return True
 
@@ -261,16 +261,16 @@ class MessagingChannels:
                 if getattr(s, "sg_state", None) is not None}
 
     # -- relaying ----------------------------------------------------------------------
-    def _to_controller(self, s: MessagingSession, out: sg.ToController) -> None:
+    def _to_controller(self, s: MessagingSession, out: sgsession.ToController) -> None:
         self.relay(s.name, out)
 
-    def relay(self, name: str, out: sg.ToController) -> None:
+    def relay(self, name: str, out: sgsession.ToController) -> None:
         """A guest request to the controller, from the channel known as `name`."""
         # The stamp is ours: the channel's name, whatever the guest wrote.
         payload = dict(out.payload, source_instance=name)
-        if out.kind == sg.BROADCAST:
+        if out.kind == sgwire.BROADCAST:
             self._cast("sg_broadcast", host=self.host, **payload)
-        elif out.kind == sg.STATUS_QUERY:
+        elif out.kind == sgwire.STATUS_QUERY:
             self._cast("sg_status_query", host=self.host, **payload)
 
     def _to_heartbeat(self, s: MessagingSession, msg: dict[str, Any]) -> None:
@@ -326,7 +326,7 @@ class ComputeEndpoint:
         if not isinstance(instances, list) or not all(isinstance(i, str) for i in instances):
             return {"ok": False, "error": "instances must be a list of strings"}
         if not isinstance(messages, list) or not all(
-                isinstance(m, dict) and m.get("msg_type") in sg.HOST_TO_GUEST
+                isinstance(m, dict) and m.get("msg_type") in sgwire.HOST_TO_GUEST
                 for m in messages):
             return {"ok": False, "error": "messages must be server-group app messages"}
         return {"ok": True, **self._channels.deliver(instances, messages)}

@@ -31,7 +31,7 @@ from nfvha.compute import guestio
 from nfvha.compute.channel import GuestChannel
 from nfvha.compute.messaging import MessagingHooks, MessagingSession
 from nfvha.compute.session import HeartbeatHooks, InstanceSession
-from nfvha.protocol import servergroup as sg
+from nfvha.protocol import sgsession
 from nfvha.protocol.host import HostConfig
 
 LOG = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class ChannelPool:
 
     def __init__(self, *, host_config: HostConfig = HostConfig(), rate_limit_per_s: int = 50,
                  heartbeat_hooks: HeartbeatHooks | None = None,
-                 single_port: sg.SessionConfig | None = None,
+                 single_port: sgsession.SessionConfig | None = None,
                  reconnect_max_s: float = 2.0,
                  on_change: Callable[[str, str, bool], None] | None = None,
                  report_fault: Callable[[str, str, str], object] | None = None) -> None:
@@ -78,18 +78,18 @@ class ChannelPool:
         self.heartbeat: dict[str, InstanceSession] = {}
         self.messaging: dict[str, MessagingSession] = {}
         self._messaging_hooks: MessagingHooks | None = None
-        self._messaging_config = sg.SessionConfig(instance="")
+        self._messaging_config = sgsession.SessionConfig(instance="")
         self._running = False
         self._connects: dict[GuestChannel, asyncio.Task[None]] = {}
         self._sleeping: set[GuestChannel] = set()  # connects waiting out their backoff
         self.counters = {"offered": 0, "withdrawn": 0, "forgotten": 0, "connect_failures": 0}
 
     def serve_messaging(self, hooks: MessagingHooks,
-                        config: sg.SessionConfig | None = None) -> None:
+                        config: sgsession.SessionConfig | None = None) -> None:
         """Also take server-group messaging channels (off until called:
         offers of that kind are ignored)."""
         self._messaging_hooks = hooks
-        self._messaging_config = config or sg.SessionConfig(instance="")
+        self._messaging_config = config or sgsession.SessionConfig(instance="")
 
     @property
     def running(self) -> bool:

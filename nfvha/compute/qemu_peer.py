@@ -17,7 +17,7 @@ import socket
 import struct
 from typing import Optional, Sequence
 
-from nfvha.protocol.servergroup import is_uuid
+from nfvha.protocol.sgwire import is_uuid
 
 MAX_CMDLINE = 1 << 20      # a QEMU command line is a few kB; never read more
 

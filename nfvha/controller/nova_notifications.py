@@ -24,7 +24,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Union
 
-from nfvha.protocol import servergroup
+from nfvha.protocol import sgsession, sgwire
 
 MAX_BODY = 1 << 20  # a notification bigger than 1 MiB is junk, not parsed
 
@@ -207,8 +207,8 @@ def peer_notification(change: InstanceChange) -> Dict[str, Any]:
     }
     # Holds by construction (12 fields x 255 bytes); checked so a change to the
     # field list can never put an oversized message on a guest's port.
-    size = servergroup.encoded_size(servergroup.for_guest(servergroup.notification(data)))
-    if size > servergroup.MAX_MSG:
+    size = sgwire.encoded_size(sgsession.for_guest(sgwire.notification(data)))
+    if size > sgwire.MAX_MSG:
         raise NotificationError(f"peer notification is {size} bytes")
     return data
 

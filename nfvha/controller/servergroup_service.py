@@ -56,7 +56,7 @@ from nfvha.controller.servergroups import (
     load_from_nova,
 )
 from nfvha.controller.timeutil import utcnow
-from nfvha.protocol import servergroup as sg
+from nfvha.protocol import sgwire
 
 LOG = logging.getLogger(__name__)
 
@@ -330,7 +330,7 @@ class ServerGroupService:
         heard = dict(self._heard.get(host, {}))
         for name, uuid in links.items():
             if not isinstance(name, str) or not name.strip() or len(name) > MAX_ID \
-                    or not sg.is_uuid(uuid) or name == uuid:
+                    or not sgwire.is_uuid(uuid) or name == uuid:
                 refused += 1
                 continue
             uuid = uuid.lower()
@@ -387,7 +387,7 @@ class ServerGroupService:
     # --- guest requests (relayed by compute agents) ------------------------------------
     async def sg_broadcast(self, host: Any, source_instance: Any, data: Any,
                            **_ignored: Any) -> dict[str, Any]:
-        err = _check_source(host, source_instance) or sg.check_broadcast_data(data)
+        err = _check_source(host, source_instance) or sgwire.check_broadcast_data(data)
         if err:
             self.counters["refused"] += 1
             LOG.warning("broadcast from %r refused: %s", host, err)
@@ -395,7 +395,7 @@ class ServerGroupService:
         self._place(host, source_instance)  # the sender is where it speaks from
         self.counters["broadcasts"] += 1
         targets = self.groups.route_broadcast(source_instance, data)
-        msg = sg.broadcast_to_guest(data, source_instance)
+        msg = sgwire.broadcast_to_guest(data, source_instance)
         await self._send(targets, [msg])
         self._tell("broadcast", source_instance, targets, msg)
         return {"ok": True, "targets": sum(len(v) for v in targets.values())}
@@ -404,7 +404,7 @@ class ServerGroupService:
                               **_ignored: Any) -> dict[str, Any]:
         err = _check_source(host, source_instance)
         if not err and (not isinstance(seq, int) or isinstance(seq, bool)
-                        or not 0 <= seq <= sg.MAX_SEQ):
+                        or not 0 <= seq <= sgwire.MAX_SEQ):
             err = "seq must be an integer"
         if err:
             self.counters["refused"] += 1
@@ -412,7 +412,7 @@ class ServerGroupService:
         self._place(host, source_instance)
         self.counters["status_queries"] += 1
         members = self.groups.status(source_instance)
-        answer = sg.status_answer(seq, members)
+        answer = sgwire.status_answer(seq, members)
         await self._send({host: [source_instance]}, answer)
         self._tell("status", source_instance, {host: [source_instance]},
                    {"seq": seq, "members": members})
@@ -503,7 +503,7 @@ class ServerGroupService:
         return {"ok": True, "applied": True}
 
     async def _notify(self, about: str, targets: Targets, data: dict[str, Any]) -> None:
-        msg = sg.notification(data)
+        msg = sgwire.notification(data)
         self.counters["notifications"] += 1
         await self._send(targets, [msg])
         self._tell("notification", about, targets, msg)

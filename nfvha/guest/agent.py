@@ -28,7 +28,7 @@ from typing import List, Optional, Tuple
 
 from ..protocol import guest as machine
 from ..protocol import heartbeat as hb
-from ..protocol import servergroup as sg
+from ..protocol import sgwire
 from ..protocol.framing import FrameError, LineDecoder, encode
 from . import probes as probes_mod
 from . import sdnotify
@@ -106,7 +106,7 @@ class Agent:
         self.registrations = 0
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._fd: Optional[int] = None
-        self._max_msg = sg.MAX_MSG if single_port else hb.MAX_MSG
+        self._max_msg = sgwire.MAX_MSG if single_port else hb.MAX_MSG
         self._decoder = LineDecoder(self._max_msg)
         self._queue = WriteQueue()
         self._timer: Optional[asyncio.TimerHandle] = None
@@ -327,14 +327,14 @@ class Agent:
 
     def _split(self, item: dict) -> None:
         # single-port: base layer in front of the heartbeat machine
-        dest = item.get("dest_addr", sg.ADDR_SERVER_GROUP)
-        if dest == sg.ADDR_HEARTBEAT:
+        dest = item.get("dest_addr", sgwire.ADDR_SERVER_GROUP)
+        if dest == sgwire.ADDR_HEARTBEAT:
             data = item.get("data")
             if isinstance(data, dict):
                 self._feed(machine.Received(data, self.health()))
             else:
                 self._log_frame_error(FrameError("heartbeat envelope without data", b""))
-        elif dest == sg.ADDR_SERVER_GROUP and self._relay is not None:
+        elif dest == sgwire.ADDR_SERVER_GROUP and self._relay is not None:
             self._relay.to_group(item)
         else:
             self._log_frame_error(FrameError("unknown dest_addr", str(dest)[:64].encode()))
@@ -403,7 +403,8 @@ class Agent:
             if self._fd is not None:
                 msg = out.msg
                 if self.single_port:
-                    msg = sg.wrap(msg, dest_addr=sg.ADDR_HEARTBEAT, source_addr=sg.ADDR_HEARTBEAT)
+                    msg = sgwire.wrap(msg, dest_addr=sgwire.ADDR_HEARTBEAT,
+                                      source_addr=sgwire.ADDR_HEARTBEAT)
                 self._queue.put(out.msg["msg_type"], encode(msg))
                 if not self._batching:
                     self._flush()
@@ -469,7 +470,7 @@ class _GroupRelay:
         self.master, self.slave = os.openpty()
         tty.setraw(self.slave)  # a virtio port has no line discipline
         os.set_blocking(self.master, False)
-        self.decoder = LineDecoder(sg.MAX_MSG)
+        self.decoder = LineDecoder(sgwire.MAX_MSG)
         self.dropped = 0
         parent = os.path.dirname(link)
         if parent:
@@ -491,7 +492,7 @@ class _GroupRelay:
         for item in self.decoder.feed(data):
             if isinstance(item, FrameError):
                 self.dropped += 1
-            elif item.get("dest_addr", sg.ADDR_SERVER_GROUP) != sg.ADDR_SERVER_GROUP:
+            elif item.get("dest_addr", sgwire.ADDR_SERVER_GROUP) != sgwire.ADDR_SERVER_GROUP:
                 self.dropped += 1  # an application may not speak for the heartbeat
             elif not self.agent.send_group_frame(item):
                 self.dropped += 1

@@ -1,7 +1,7 @@
 """In-guest server-group messaging: Python API, local socket API, CLI.
 
 - ``GroupClient`` speaks the StarlingX base layer v2 / server-group app layer
-  (nfvha.protocol.servergroup) over the virtio-serial port
+  (nfvha.protocol.sgclient) over the virtio-serial port
   ``/dev/virtio-ports/cgcs.messaging``: ``broadcast(data)``, ``status()``,
   ``on_broadcast(cb)``, ``on_notification(cb)``, ``listen()``.
 - ``GroupSocketServer`` shares the port with any language through a UNIX
@@ -26,7 +26,7 @@ import sys
 import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from nfvha.protocol import servergroup as sg
+from nfvha.protocol import sgclient
 from nfvha.protocol.framing import FrameError, LineDecoder, encode
 
 DEFAULT_DEVICE = "/dev/virtio-ports/cgcs.messaging"
@@ -49,11 +49,11 @@ class GroupTimeout(GroupError):
 
 
 def _event(out: Any) -> Optional[Event]:
-    if isinstance(out, sg.BroadcastReceived):
+    if isinstance(out, sgclient.BroadcastReceived):
         return {"type": "broadcast", "source_instance": out.source_instance, "data": out.data}
-    if isinstance(out, sg.NotificationReceived):
+    if isinstance(out, sgclient.NotificationReceived):
         return {"type": "notification", "data": out.data}
-    if isinstance(out, sg.Nacked):
+    if isinstance(out, sgclient.Nacked):
         return {"type": "nack", "orig_msg_type": out.orig_msg_type, "log_msg": out.log_msg}
     return None
 
@@ -70,7 +70,7 @@ class GroupClient:
         self.write_timeout = write_timeout
         self._fd: Optional[int] = None
         self._decoder = LineDecoder(max_size=MAX_LINE)
-        self._state = sg.client()
+        self._state = sgclient.client()
         self._deadline: Optional[float] = None
         self._status_cbs: Dict[int, Callable[[List[dict], bool], None]] = {}
         self._on_broadcast: List[Callable[[str, str], None]] = []
@@ -134,18 +134,18 @@ class GroupClient:
             select.select([], [fd], [], min(left, 0.1))
 
     def _apply(self, event: Any) -> List[Event]:
-        self._state, outs, self._deadline = sg.client_step(self._state, event, self.clock())
+        self._state, outs, self._deadline = sgclient.client_step(self._state, event, self.clock())
         events: List[Event] = []
         for o in outs:
-            if isinstance(o, sg.Send):
+            if isinstance(o, sgclient.Send):
                 self._write(encode(o.msg))
-            elif isinstance(o, sg.Rejected):
+            elif isinstance(o, sgclient.Rejected):
                 raise GroupError(o.reason)
-            elif isinstance(o, sg.StatusResult):
+            elif isinstance(o, sgclient.StatusResult):
                 cb = self._status_cbs.pop(o.seq, None)
                 if cb is not None:
                     cb(o.members, o.complete)
-            elif isinstance(o, sg.Violation):
+            elif isinstance(o, sgclient.Violation):
                 self.violations += 1
             else:
                 ev = _event(o)
@@ -181,14 +181,14 @@ class GroupClient:
     def broadcast(self, data: str) -> None:
         """Send ``data`` (str, ≤ 3050 bytes, no newline) to every other member.
         Best effort; raises GroupError if invalid or the host is not there."""
-        self._apply(sg.Broadcast(data))
+        self._apply(sgclient.Broadcast(data))
 
     def start_status(self, timeout: float, cb: Callable[[List[dict], bool], None]) -> int:
         """Asks for the group's state; ``cb(members, complete)`` runs from poll()."""
         seq = self._state.next_seq
         self._status_cbs[seq] = cb
         try:
-            self._apply(sg.StatusRequest(timeout))
+            self._apply(sgclient.StatusRequest(timeout))
         except GroupError:
             self._status_cbs.pop(seq, None)
             raise
@@ -214,7 +214,7 @@ class GroupClient:
             fd = self.fileno()
         except GroupError:
             time.sleep(min(timeout, 0.5))  # device not there yet (host agent down)
-            return self._apply(sg.Tick())
+            return self._apply(sgclient.Tick())
         events: List[Event] = []
         ready, _, _ = select.select([fd], [], [], timeout)
         if ready:
@@ -231,10 +231,10 @@ class GroupClient:
             elif data:
                 for item in self._decoder.feed(data):
                     if isinstance(item, FrameError):
-                        events += self._apply(sg.Malformed(item.reason))
+                        events += self._apply(sgclient.Malformed(item.reason))
                     else:
-                        events += self._apply(sg.Received(item))
-        events += self._apply(sg.Tick())
+                        events += self._apply(sgclient.Received(item))
+        events += self._apply(sgclient.Tick())
         return events
 
     def listen(self, timeout: Optional[float] = None) -> Iterator[Event]:
