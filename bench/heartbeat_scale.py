@@ -86,6 +86,16 @@ async def agent_main(directory: str, interval_ms: int) -> None:
                 out.update({k: v for k, v in m.for_loop(loop).counters.items() if k in out})
             except (ImportError, AttributeError):
                 pass
+        try:  # the C engine's own passes (compute/steadyloop.py): its sockets and timers
+            from nfvha.compute import steady, steadyloop
+            if not steady.AVAILABLE:
+                raise ImportError
+            from nfvha.compute.session import READ_SIZE
+            eng = steadyloop.for_loop(READ_SIZE, loop).engine.counters
+            out["events"] += eng["answered"]
+            out["fired"] += eng["fired"]
+        except (ImportError, AttributeError, TypeError):
+            pass
         return out
 
     at_reset = loop_counters()

@@ -12,6 +12,12 @@ kernel (send, recv, epoll) and asyncio's own read/write path, which
 bench/heartbeat_scale.py measures with real sockets; what this gives is a
 figure a loaded machine barely moves, to compare code.
 
+Since the C engine (compute/steadyloop.py) the steady path runs only on the
+loop's real guest sockets, so on these stand-ins every session stays on the
+Python machine: the figure is what a cycle costs off the steady path (a guest
+that answers late, the first cycles after registering, an observed agent).
+bench/heartbeat_scale.py measures the steady path.
+
     python bench/session_cycle_cost.py [--cycles 100000] [--sessions 1000] [--repeat 3]
         [--tree DIR]
 

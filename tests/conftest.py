@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+from typing import Any
 
 import pytest
 
@@ -321,3 +322,43 @@ def real_masakari(real_keystone):
         missing(f"real Masakari: {exc}")
     yield m
     oss.cleanup_masakari(m)
+
+
+# -- heartbeat machines in the steady state (the C path's tests) ------------------------
+
+T0 = 1000.0
+
+
+def answer_msg(state: Any, **changes: object) -> dict:
+    """A healthy guest's answer to the state's current challenge."""
+    from nfvha.protocol import heartbeat as hb
+
+    msg = hb.build_challenge_response(sequence=7, heartbeat_response=state.nonce,
+                                      heartbeat_health="healthy", corrective_action="reboot")
+    msg.update(changes)
+    return msg
+
+
+def steady_state(seed: int, rtts: list[float], interval_ms: int = 100, t0: float = T0,
+                 **changes: object) -> tuple[Any, float]:
+    """A machine driven through registration from ``t0`` and len(rtts) answered
+    challenges (the Python machine all the way), then ``changes``; and the time now."""
+    from nfvha.protocol import heartbeat as hb
+    from nfvha.protocol import host
+    from nfvha.protocol._state import evolve
+
+    state = host.initial(host.HostConfig(), nonce_seed=seed)
+    now = t0
+    state, _, _ = host.step(state, host.Connected(), now)
+    init = hb.build_init(sequence=1, invocation_id=9, name="vm", corrective_action="reboot",
+                         heartbeat_interval_ms=interval_ms)
+    state, _, _ = host.step(state, host.Received(init), now)
+    for rtt in rtts:
+        state, _, _ = host.step(state, host.Received(answer_msg(state)), now + rtt / 1000.0)
+        now = state.deadline
+        state, out, _ = host.step(state, host.Tick(), now)
+        assert type(out[-1]) is host.Send
+    state, _, _ = host.step(state, host.Received(answer_msg(state)), now + 0.001)
+    return evolve(state, **changes), now + 0.001
+
+

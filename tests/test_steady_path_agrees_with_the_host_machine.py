@@ -9,7 +9,7 @@ import json
 from dataclasses import replace
 
 import pytest
-from conftest import missing
+from conftest import answer_msg, missing, steady_state
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,35 +24,6 @@ from nfvha.protocol.framing import FrameError, encode
 def _built() -> None:
     if not steady.AVAILABLE:
         missing("the C steady path is not built (pip install -e . with a C compiler)")
-
-
-T0 = 1000.0
-
-
-def answer_msg(state: host.HostState, **changes: object) -> dict:
-    msg = hb.build_challenge_response(sequence=7, heartbeat_response=state.nonce,
-                                      heartbeat_health="healthy", corrective_action="reboot")
-    msg.update(changes)
-    return msg
-
-
-def steady_state(seed: int, rtts: list[float], interval_ms: int = 100,
-                 **changes: object) -> tuple[host.HostState, float]:
-    """A machine driven through registration and len(rtts) answered challenges
-    (the Python machine all the way), then ``changes``; and the time now."""
-    state = host.initial(host.HostConfig(), nonce_seed=seed)
-    now = T0
-    state, _, _ = host.step(state, host.Connected(), now)
-    init = hb.build_init(sequence=1, invocation_id=9, name="vm", corrective_action="reboot",
-                         heartbeat_interval_ms=interval_ms)
-    state, _, _ = host.step(state, host.Received(init), now)
-    for rtt in rtts:
-        state, _, _ = host.step(state, host.Received(answer_msg(state)), now + rtt / 1000.0)
-        now = state.deadline
-        state, out, _ = host.step(state, host.Tick(), now)
-        assert type(out[-1]) is host.Send
-    state, _, _ = host.step(state, host.Received(answer_msg(state)), now + 0.001)
-    return evolve(state, **changes), now + 0.001
 
 
 def assert_tick_agrees(state: host.HostState, now: float) -> tuple[host.HostState, object]:

@@ -26,11 +26,11 @@
  * agree. Sans-I/O like the machine it shadows: no sockets, no clock.
  * (tests/test_steady_path_agrees_with_the_host_machine.py)
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+
+#include "_steady.h"
 
 #pragma STDC FP_CONTRACT OFF
 
@@ -43,24 +43,7 @@ static Py_ssize_t c_max_msg = 0;
 static int c_n_actions = 0;
 static char c_actions[MAX_ACTIONS][32];
 
-/* ---- the object ------------------------------------------------------------- */
-
-typedef struct {
-    PyObject_HEAD
-    PyObject *nonces;       /* block -> 64 bytes: host.prf_block for this seed */
-    long long block;        /* the block of `digest` (-1: none) */
-    unsigned char digest[64];
-    uint64_t nonce_counter;
-    uint32_t sequence;
-    int has_nonce, has_previous;
-    uint32_t nonce, previous_nonce;
-    int answered, judged;
-    int has_challenged, has_deadline, has_respond, has_probe, has_srtt, has_rtt;
-    double challenged_at, deadline, respond_by, probe_at;
-    double srtt, rttvar, rtt_ms;
-    long long rtt_count, streak, ontime_streak;
-    long interval_ms, min_response_ms;
-} Steady;
+/* ---- the object: compute/_steady.h ------------------------------------------ */
 
 static int opt_double(PyObject *state, const char *name, int *has, double *out)
 {
@@ -133,6 +116,10 @@ static int Steady_init(Steady *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_RuntimeError, "configure() first");
         return -1;
     }
+    if (self->engine != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "on an engine");
+        return -1;
+    }
     Py_INCREF(nonces);
     Py_XSETREF(self->nonces, nonces);
     self->block = -1;
@@ -198,9 +185,31 @@ static int Steady_init(Steady *self, PyObject *args, PyObject *kwds)
     return 0;
 }
 
+static int Steady_traverse(Steady *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->nonces);
+    Py_VISIT(self->owner);
+    Py_VISIT(self->counters);
+    Py_VISIT(self->rtt_append);
+    Py_VISIT(self->late_append);
+    return 0;
+}
+
+static int Steady_clear(Steady *self)
+{
+    /* never while on an engine: the engine's reference keeps it alive */
+    Py_CLEAR(self->nonces);
+    Py_CLEAR(self->owner);
+    Py_CLEAR(self->counters);
+    Py_CLEAR(self->rtt_append);
+    Py_CLEAR(self->late_append);
+    return 0;
+}
+
 static void Steady_dealloc(Steady *self)
 {
-    Py_XDECREF(self->nonces);
+    PyObject_GC_UnTrack(self);
+    Steady_clear(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -219,7 +228,7 @@ static double rto_ms(const Steady *s)
 }
 
 /* host._deadline for the steady state (connected, enabled, no action) */
-static double next_at(const Steady *s)
+double steady_next_at(const Steady *s)
 {
     if (!s->answered && !s->judged && s->has_respond) {
         if (!s->has_probe)
@@ -231,41 +240,38 @@ static double next_at(const Steady *s)
 
 /* ---- tick ---------------------------------------------------------------------- */
 
-static PyObject *Steady_tick(Steady *self, PyObject *arg)
+int steady_tick(Steady *self, double now, char *buf, Py_ssize_t *len)
 {
-    double now = PyFloat_AsDouble(arg), rto, half;
+    double rto, half;
     uint64_t counter;
     long long block;
     uint32_t nonce;
     unsigned slot;
     const unsigned char *d;
-    char buf[160];
     int n;
-    if (now == -1.0 && PyErr_Occurred())
-        return NULL;
     if (!self->answered && !self->judged && self->has_respond) {
         /* unanswered: the window of evidence (a CpuSample) is Python's */
         if (now >= (self->has_probe ? self->probe_at : self->respond_by))
-            Py_RETURN_NONE;
-        return PyBytes_FromStringAndSize("", 0);
+            return TICK_PYTHON;
+        return TICK_NONE;
     }
     if (now < self->deadline)
-        return PyBytes_FromStringAndSize("", 0);  /* early: no challenge due */
+        return TICK_NONE;  /* early: no challenge due */
     counter = self->nonce_counter + 1;  /* & (2**64 - 1): uint64 wraps */
     block = (long long)(counter / 16);
     slot = (unsigned)(counter % 16);
     if (block != self->block || self->block < 0) {
         PyObject *b = PyLong_FromUnsignedLongLong(counter / 16), *digest;
         if (b == NULL)
-            return NULL;
+            return TICK_ERROR;
         digest = PyObject_CallOneArg(self->nonces, b);
         Py_DECREF(b);
         if (digest == NULL)
-            return NULL;
+            return TICK_ERROR;
         if (!PyBytes_Check(digest) || PyBytes_GET_SIZE(digest) != 64) {
             Py_DECREF(digest);
             PyErr_SetString(PyExc_ValueError, "nonces() must return 64 bytes");
-            return NULL;
+            return TICK_ERROR;
         }
         memcpy(self->digest, PyBytes_AS_STRING(digest), 64);
         Py_DECREF(digest);
@@ -297,11 +303,31 @@ static PyObject *Steady_tick(Steady *self, PyObject *arg)
     half = rto / 2.0;
     self->has_probe = 1;
     self->probe_at = (now + rto) - (0.010 < half ? 0.010 : half);
-    n = snprintf(buf, sizeof buf,
+    n = snprintf(buf, CHALLENGE_MAX,
                  "\n{\"version\":%ld,\"revision\":%ld,\"msg_type\":\"challenge\","
                  "\"sequence\":%u,\"heartbeat_challenge\":%u}\n",
                  c_version, c_revision, (unsigned)self->sequence, (unsigned)nonce);
-    return PyBytes_FromStringAndSize(buf, n);
+    *len = n;
+    return TICK_CHALLENGE;
+}
+
+static PyObject *Steady_tick(Steady *self, PyObject *arg)
+{
+    double now = PyFloat_AsDouble(arg);
+    char buf[CHALLENGE_MAX];
+    Py_ssize_t n = 0;
+    if (now == -1.0 && PyErr_Occurred())
+        return NULL;
+    switch (steady_tick(self, now, buf, &n)) {
+    case TICK_ERROR:
+        return NULL;
+    case TICK_PYTHON:
+        Py_RETURN_NONE;
+    case TICK_NONE:
+        return PyBytes_FromStringAndSize("", 0);
+    default:
+        return PyBytes_FromStringAndSize(buf, n);
+    }
 }
 
 /* ---- answer: the strict JSON subset ---------------------------------------------- */
@@ -462,25 +488,16 @@ static int is_space(char ch)  /* bytes.isspace */
     return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\x0b' || ch == '\x0c';
 }
 
-static PyObject *Steady_answer(Steady *self, PyObject *const *args, Py_ssize_t nargs)
+int steady_answer(Steady *self, const char *data, Py_ssize_t size, double now, double *rtt_out)
 {
-    const char *data, *p, *end, *line = NULL, *nl;
-    Py_ssize_t size, line_len = 0;
-    double now, rtt, sample;
-    if (nargs != 2 || !PyBytes_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "answer(data: bytes, now: float)");
-        return NULL;
-    }
-    now = PyFloat_AsDouble(args[1]);
-    if (now == -1.0 && PyErr_Occurred())
-        return NULL;
+    const char *p, *end, *line = NULL, *nl;
+    Py_ssize_t line_len = 0;
+    double rtt, sample;
     if (self->answered || self->judged || !self->has_challenged || !self->has_nonce)
-        Py_RETURN_NONE;
-    data = PyBytes_AS_STRING(args[0]);
-    size = PyBytes_GET_SIZE(args[0]);
+        return 0;
     end = data + size;
     if (size == 0 || end[-1] != '\n')
-        Py_RETURN_NONE;  /* a partial line: the decoder keeps it */
+        return 0;  /* a partial line: the decoder keeps it */
     /* LineDecoder.feed: blank lines are skipped; exactly one line with content */
     for (p = data; p < end; p = nl + 1) {
         const char *q;
@@ -490,12 +507,12 @@ static PyObject *Steady_answer(Steady *self, PyObject *const *args, Py_ssize_t n
         if (q == nl)
             continue;
         if (line != NULL)
-            Py_RETURN_NONE;
+            return 0;
         line = p;
         line_len = nl - p;
     }
     if (line == NULL || line_len > c_max_msg || !parse_answer(line, line_len, self->nonce))
-        Py_RETURN_NONE;
+        return 0;
     /* host._response, on time and not extended (the steady state's only answer) */
     rtt = (now - self->challenged_at) * 1000.0;
     sample = rtt;
@@ -514,6 +531,22 @@ static PyObject *Steady_answer(Steady *self, PyObject *const *args, Py_ssize_t n
     self->has_rtt = 1;
     self->rtt_ms = rtt;
     self->has_probe = 0;
+    *rtt_out = rtt;
+    return 1;
+}
+
+static PyObject *Steady_answer(Steady *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    double now, rtt = 0.0;
+    if (nargs != 2 || !PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "answer(data: bytes, now: float)");
+        return NULL;
+    }
+    now = PyFloat_AsDouble(args[1]);
+    if (now == -1.0 && PyErr_Occurred())
+        return NULL;
+    if (!steady_answer(self, PyBytes_AS_STRING(args[0]), PyBytes_GET_SIZE(args[0]), now, &rtt))
+        Py_RETURN_NONE;
     return PyFloat_FromDouble(rtt);
 }
 
@@ -559,7 +592,7 @@ static PyObject *Steady_export(Steady *self, PyObject *unused)
 
 static PyObject *Steady_next_at(Steady *self, void *closure)
 {
-    return PyFloat_FromDouble(next_at(self));
+    return PyFloat_FromDouble(steady_next_at(self));
 }
 
 static PyMethodDef Steady_methods[] = {
@@ -575,12 +608,14 @@ static PyGetSetDef Steady_getset[] = {
     {"next_at", (getter)Steady_next_at, NULL, "when the session's timer is due", NULL},
     {NULL, NULL, NULL, NULL, NULL}};
 
-static PyTypeObject SteadyType = {
+PyTypeObject SteadyType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "nfvha.compute._steady.Steady",
     .tp_basicsize = sizeof(Steady),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "A heartbeat session's steady state (see the module's docstring).",
+    .tp_traverse = (traverseproc)Steady_traverse,
+    .tp_clear = (inquiry)Steady_clear,
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Steady_init,
     .tp_dealloc = (destructor)Steady_dealloc,
@@ -651,6 +686,10 @@ PyMODINIT_FUNC PyInit__steady(void)
     Py_INCREF(&SteadyType);
     if (PyModule_AddObject(m, "Steady", (PyObject *)&SteadyType) < 0) {
         Py_DECREF(&SteadyType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (steadyio_add_types(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -246,6 +246,8 @@ class ComputeAgent:
         source said it was no fault), still with the `mono` of the loss."""
         self._observers.append(callback)
         self.hooks.observed = True
+        for session in list(self.sessions.values()):  # off the C path: every output is seen
+            session.leave_steady_path()
 
     def _channels_changed(self, kind: str, key: str, present: bool) -> None:
         if kind == HEARTBEAT and not present:

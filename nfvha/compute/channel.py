@@ -118,9 +118,11 @@ class GuestChannel(asyncio.BufferedProtocol):
             return
         self.transport.write(encode(msg))
 
-    def _internal_error(self, where: str) -> None:
-        # log, count, and drop the channel so it starts clean
+    def _internal_error(self, where: str, exc: BaseException | None = None) -> None:
+        # log, count, and drop the channel so it starts clean; `exc`: raised
+        # elsewhere (the steady engine's pass), else the one being handled
         self.counters["internal_errors"] += 1
-        LOG.exception("%s: internal error while %s", self.label, where)
+        LOG.error("%s: internal error while %s", self.label, where,
+                  exc_info=exc if exc is not None else True)
         if self.transport is not None:
             self.transport.abort()

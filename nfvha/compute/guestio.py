@@ -20,6 +20,12 @@ and reopened with one ``epoll_ctl`` each (``remove_reader``/``add_reader``
 of our epoll instead doubled the agent's kernel time: re-adding an epoll to
 another makes the kernel check the nesting).
 
+When the loop's C engine serves steady heartbeat sessions
+(compute/steadyloop.py, ``engine``), the pass is the engine's: it reads its
+own sessions' sockets and takes their expected answers in C, and returns
+every other event, with the bytes it read for a session it hands back, to
+be served here as usual.
+
 ``GuestTransport`` keeps the part of ``asyncio.Transport``'s contract the
 guest channels rely on: ``connection_made`` before any data, at most one
 ``connection_lost`` and never from inside a ``write`` or ``abort`` (it is
@@ -182,8 +188,18 @@ class GuestTransport(asyncio.Transport):
             else:
                 protocol.buffer_updated(n)
             return
+        self._eof()
+
+    def _received(self, data: bytes) -> None:
+        """What a read by the steady engine gave (b"": end of stream)."""
+        if data:
+            self._protocol.data_received(data)  # type: ignore[attr-defined]
+        else:
+            self._eof()
+
+    def _eof(self) -> None:
         # end of stream: the protocol keeps a half-open connection only if it says so
-        keep = protocol.eof_received()
+        keep = self._protocol.eof_received()
         if keep:
             self.pause_reading()
         else:
@@ -260,6 +276,9 @@ class GuestIO:
         # seconds a pass waits after the first readable socket (0: none)
         self.read_delay = read_delay
         self._batch: asyncio.TimerHandle | None = None  # a pass waiting for its batch
+        # the C engine of the loop's steady heartbeat sessions (compute/steadyloop.py):
+        # when it serves any, it polls and reads their sockets itself
+        self.engine: Any = None
         self.counters = {"passes": 0, "events": 0}
 
     def __len__(self) -> int:
@@ -317,6 +336,10 @@ class GuestIO:
             self._gate.modify(self._epoll.fileno(), _IN)
 
     def _poll(self) -> None:
+        engine = self.engine
+        if engine is not None and len(engine):
+            self._poll_engine(engine)
+            return
         by_fd = self._by_fd
         events = self._epoll.poll(0)
         self.counters["passes"] += 1
@@ -325,16 +348,45 @@ class GuestIO:
             t = by_fd.get(fd)
             if t is None:  # closed earlier in this pass
                 continue
+            self._serve(t, fd, ev)
+
+    def _poll_engine(self, engine: Any) -> None:
+        # The engine reads its sessions' sockets and takes their answers; what
+        # it hands back (a session it met something else for) is first given
+        # back to its Python side, then every other event is served as usual.
+        handed, events = engine.poll(self._epoll.fileno(), len(self._by_fd) + 1)
+        self.counters["passes"] += 1
+        self.counters["events"] += len(events)
+        for session in handed:
             try:
-                if ev & _READABLE and t._reading:
-                    t._read_ready()
-                # a hang-up while reading is paused surfaces through the write
-                # (registered and not reading means output is pending)
-                if t._mask & _OUT and ev & (_OUT | _HUP):
-                    t._write_ready()
-            except Exception:  # one guest's failure is its own
+                session.off_engine()
+            except Exception:
+                LOG.exception("handing session %r back from the engine", session)
+        by_fd = self._by_fd
+        for fd, ev, data in events:
+            t = by_fd.get(fd)
+            if t is None:
+                continue
+            if data is None:
+                self._serve(t, fd, ev)
+                continue
+            try:
+                t._received(data)  # the engine read it already
+            except Exception:
                 LOG.exception("guest socket %d: error while serving it", fd)
                 t.abort()
+
+    def _serve(self, t: GuestTransport, fd: int, ev: int) -> None:
+        try:
+            if ev & _READABLE and t._reading:
+                t._read_ready()
+            # a hang-up while reading is paused surfaces through the write
+            # (registered and not reading means output is pending)
+            if t._mask & _OUT and ev & (_OUT | _HUP):
+                t._write_ready()
+        except Exception:  # one guest's failure is its own
+            LOG.exception("guest socket %d: error while serving it", fd)
+            t.abort()
 
     def close(self) -> None:
         loop = self._loop()

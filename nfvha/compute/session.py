@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from nfvha.compute import codec, cpusample, steady, timers
+from nfvha.compute import codec, cpusample, guestio, steady, steadyloop, timers
 from nfvha.compute.channel import GuestChannel
 from nfvha.compute.ratelimit import Every, TokenBucket
 from nfvha.compute.samples import Samples
@@ -81,9 +81,11 @@ class InstanceSession(GuestChannel):
         self.uuid = instance_uuid
         self.path = path
         now = time.monotonic()
-        # the machine on the C path while it is in the steady state (compute/steady.py);
-        # `state` then takes it back to read it
+        # the machine on the C path while it is in the steady state (compute/steady.py),
+        # served by the loop's engine (compute/steadyloop.py), which then keeps its
+        # timer too; `state` takes a snapshot of it to read it
         self._fast: Any = None
+        self._engine: steadyloop.SteadyLoop | None = None
         # the secret key of the machine's nonce PRF: challenges a guest cannot predict
         self._state = host.initial(config, nonce_seed=int.from_bytes(os.urandom(32), "big"))
         self.peer_pid: int | None = None  # who answers for the guest (its QEMU), if known
@@ -120,7 +122,8 @@ class InstanceSession(GuestChannel):
 
     @state.setter
     def state(self, value: host.HostState) -> None:
-        self._fast = None
+        if self._fast is not None:
+            self._leave_fast()
         self._state = value
 
     # What the C path never changes (it runs only while enabled, healthy, not
@@ -142,19 +145,70 @@ class InstanceSession(GuestChannel):
         """Whether the machine is on the C steady path right now (compute/steady.py)."""
         return self._fast is not None
 
-    def _leave_fast(self) -> None:
-        self._state = steady.leave(self._state, self._fast)
-        self._fast = None
+    def _leave_fast(self, arm: bool = True) -> None:
+        # off the engine (if it has not handed the session back already), the
+        # state back from the C path, and the timer back on the Python wheel
+        fast, self._fast = self._fast, None
+        if self._engine is not None:
+            self._engine.discard(fast)
+        self._state = steady.leave(self._state, fast)
+        at = fast.next_at
+        self._timer_early = False
+        self._timer_when = self._timer_at = at
+        if arm:
+            assert self._timers is not None
+            self._timer = self._timers.call_at(at, self._on_timer)
+
+    def leave_steady_path(self) -> None:
+        """Back to the Python machine for good (until its next step finds it steady
+        again): someone watches every output now."""
+        if self._fast is not None:
+            self._leave_fast()
 
     def _try_fast(self) -> None:
-        # after a step of the Python machine: can the C path carry on?
+        # after a step of the Python machine: can the C path carry on? Only on a
+        # socket of the loop's GuestIO (the engine reads it in its pass) with
+        # nothing buffered to write (the engine's challenges must not overtake it)
+        transport = self.transport
         if self.hooks.steady and steady.AVAILABLE and self.sg_state is None \
                 and steady.eligible(self._state) and not self.hooks.observed \
                 and self._timer is not None and not self._timer_early \
                 and self._action is None and self._asking is None \
-                and self.decoder.idle and not self._write_paused \
-                and self.transport is not None and self.transport.is_reading():
-            self._fast = steady.enter(self._state)
+                and self.decoder.idle and not self._write_paused and self._fd >= 0 \
+                and isinstance(transport, guestio.GuestTransport) \
+                and transport.is_reading() and not transport.get_write_buffer_size():
+            fast = steady.enter(self._state)
+            engine = self._engine = steadyloop.for_loop(READ_SIZE)
+            self._timer.cancel()  # the engine keeps the timer now
+            self._timer = None
+            self._timer_when = self._timer_at = None
+            engine.add(self, fast, self._fd)
+            self._fast = fast
+
+    # -- handed back by the engine (compute/steadyloop.py) --------------------------------
+    def off_engine(self) -> None:
+        """The engine's read pass met something else on this socket: the
+        transport serves the event next, to the Python machine."""
+        if self._fast is not None:
+            self._leave_fast()
+
+    def engine_handback(self, kind: int, payload: Any) -> None:
+        """The engine's timer pass met something else: the Python machine's
+        tick, bytes the socket did not take, or an error of ours."""
+        if self._fast is None:
+            return
+        if kind == steadyloop.TICK:
+            self._leave_fast(arm=False)
+            self._timer = None
+            self._on_timer()  # due at _timer_at, as the engine's timer was
+            return
+        self._leave_fast()
+        if kind == steadyloop.WRITE:
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                transport.write(payload)  # buffers it, or fails the channel
+        else:
+            self._internal_error("timer", payload)
 
     # -- asyncio protocol callbacks ------------------------------------------------
     def _on_connected(self) -> None:
@@ -184,21 +238,9 @@ class InstanceSession(GuestChannel):
 
     # -- input -----------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
-        fast = self._fast
-        if fast is not None:
+        if self._fast is not None:  # read outside the engine's pass: the Python machine's
             try:
-                rtt = None if self.hooks.observed else fast.answer(data, time.monotonic())
-                if rtt is not None:  # the expected answer: the C path took it
-                    self.counters["bytes_in"] += len(data)
-                    self.rtt_ms.append(rtt)
-                    at = fast.next_at
-                    if self._timer is not None:
-                        self._timer.cancel()
-                    self._timer_when = self._timer_at = at
-                    assert self._timers is not None
-                    self._timer = self._timers.call_at(at, self._on_timer)
-                    return
-                self._leave_fast()  # anything else: the Python machine's input
+                self._leave_fast()
             except Exception:
                 self._internal_error("reading")
                 return
@@ -326,6 +368,8 @@ class InstanceSession(GuestChannel):
             self._timer = self._timers.call_at(at, self._on_timer)
 
     def _cancel_timer(self) -> None:
+        if self._fast is not None:
+            self._leave_fast()
         if self._timer is not None:
             self._timer.cancel()
         self._timer_early = False
@@ -334,15 +378,6 @@ class InstanceSession(GuestChannel):
         self._timer_at = None
 
     def _on_timer(self) -> None:
-        fast = self._fast
-        if fast is not None:
-            try:
-                if self._fast_timer(fast):
-                    return
-                self._leave_fast()  # the Python machine's tick
-            except Exception:
-                self._internal_error("timer")
-                return
         due = self._timer_at
         early, self._timer_early = self._timer_early, False
         self._timer = None
@@ -364,30 +399,6 @@ class InstanceSession(GuestChannel):
                                  phase=due if early else None), now)
         except Exception:
             self._internal_error("timer")
-
-    def _fast_timer(self, fast: Any) -> bool:
-        """The timer on the C path; False: the Python machine takes this tick."""
-        if self.hooks.observed:
-            return False
-        due = self._timer_at
-        now = time.monotonic()
-        out = fast.tick(now)
-        if out is None:
-            return False
-        if out:  # a challenge
-            if due is not None and now >= due:
-                self.late_ms.append((now - due) * 1000.0)
-            transport = self.transport
-            if transport is not None and not transport.is_closing():
-                if self._write_paused:
-                    self.counters["write_dropped"] += 1
-                else:
-                    transport.write(out)
-        at = fast.next_at
-        self._timer_when = self._timer_at = at
-        assert self._timers is not None
-        self._timer = self._timers.call_at(at, self._on_timer)
-        return True
 
     # -- output ------------------------------------------------------------------------
     def _write(self, msg: dict[str, Any]) -> None:

@@ -18,6 +18,11 @@ charged: it accepts at most one answer per challenge there (10 a second at
 the fastest interval), far inside both; anything more leaves the path and is
 charged as before.
 
+A session on the C path is served by its loop's engine (``_steady.Engine``,
+compute/_steadyio.c, driven by compute/steadyloop.py): its timer, the
+challenge's send and the answer's read run in C too, so a steady cycle costs
+no Python at all; the engine hands the session back for anything else.
+
 The extension is optional (pyproject.toml): without a C compiler nfvha
 installs without it and every session stays on the Python machine.
 """
