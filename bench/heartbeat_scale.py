@@ -79,7 +79,7 @@ async def agent_main(directory: str, interval_ms: int) -> None:
         # how the loop's work is batched: passes over the guest sockets' epoll,
         # sockets served per pass, timer wake-ups, timers fired per wake-up
         # (an older checkout may lack either structure: zeros)
-        out = {"passes": 0, "events": 0, "wakeups": 0, "fired": 0}
+        out = {"passes": 0, "events": 0, "wakeups": 0, "fired": 0, "handed": 0}
         for mod in ("guestio", "timers"):
             try:
                 m = __import__(f"nfvha.compute.{mod}", fromlist=["for_loop"])
@@ -94,6 +94,7 @@ async def agent_main(directory: str, interval_ms: int) -> None:
             eng = steadyloop.for_loop(READ_SIZE, loop).engine.counters
             out["events"] += eng["answered"]
             out["fired"] += eng["fired"]
+            out["handed"] = eng["handed"]
         except (ImportError, AttributeError, TypeError):
             pass
         return out
@@ -305,7 +306,7 @@ def main() -> int:
     print(f"{code}{'guests':>6} {'agent CPU %':>11} {'(system)':>8} {'RTT median':>10} "
           f"{'RTT p99':>8} {'RTT max':>8} {'late p99':>8} {'challenges':>10} "
           f"{'false alarms':>12} {'guests CPU %':>12} {'idle wake p99':>13} {'µs/answer':>9} "
-          f"{'reads/pass':>10} {'timers/wake':>11} {'C path':>6}")
+          f"{'reads/pass':>10} {'timers/wake':>11} {'C path':>6} {'exits/s':>7}")
     results = []
     ok = True
     for n in sizes:
@@ -321,7 +322,8 @@ def main() -> int:
                       f"{r['rtt']['n']:>10} {r['faults']:>12} "
                       f"{fmt(r['guest_cpu_pct'], 1):>12} {fmt(r['control']['p99']):>13} "
                       f"{fmt(per_answer_us(r), 1):>9} {fmt(ratio(r, 'events', 'passes')):>10} "
-                      f"{fmt(ratio(r, 'fired', 'wakeups')):>11} {r.get('steady', 0):>6}",
+                      f"{fmt(ratio(r, 'fired', 'wakeups')):>11} {r.get('steady', 0):>6} "
+                      f"{fmt((r.get('loop') or {}).get('handed', 0) / seconds, 1):>7}",
                       flush=True)
                 ok &= r["faults"] == 0
     print("(ms; RTT = challenge written -> answer read by the agent; late = challenge sent "
@@ -331,7 +333,8 @@ def main() -> int:
           "µs/answer = agent CPU per challenge answered; reads/pass = guest sockets read per "
           "pass over their epoll, timers/wake = sessions' timers fired per wake-up: how "
           "much each turn of the agent's loop gets done; C path = sessions on the C steady "
-          "path (compute/steady.py) at the end"
+          "path (compute/steady.py) at the end, exits/s = sessions the C engine handed "
+          "back to the Python machine per second (a late answer, anything not steady)"
           + ("; old = the agent of --tree, new = this checkout's, alternating" if args.tree
              else "") + ")")
     if args.json:

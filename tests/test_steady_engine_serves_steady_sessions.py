@@ -24,7 +24,7 @@ from nfvha.compute.simguest import Simulator
 from nfvha.protocol import host
 from nfvha.protocol.framing import encode
 
-TICK, WRITE = 0, 1
+TICK, WRITE, READ = 0, 1, 3
 
 
 @pytest.fixture(autouse=True)
@@ -202,6 +202,32 @@ def test_an_unanswered_challenge_hands_the_tick_back_at_its_window(engine, guest
     assert engine.fire(window) == [(g, TICK, None)]
     assert not engine.holds(g.fast)
     assert host.wants_sample(g.machine, window)  # the Python machine's tick, with its evidence
+
+
+def test_an_answer_waiting_unread_at_the_window_is_taken_first(engine, guests):
+    # the loop ran late: the answer came in time but its read pass had not run yet
+    g = guests()
+    challenged(engine, g)
+    data = encode(answer_msg(g.machine))
+    g.peer.send(data)
+    window = g.fast.next_at
+    assert engine.fire(window + 0.050) == []
+    assert engine.holds(g.fast) and len(g.rtt) == 1 and g.counters["bytes_in"] == len(data)
+    assert g.machine.answered and engine.next_at == g.machine.deadline
+
+
+@pytest.mark.parametrize("data", [b'{"msg_type": "nonsense"}\n', b""], ids=["other", "eof"])
+def test_other_input_waiting_at_the_window_is_handed_back_before_the_tick(engine, guests,
+                                                                          data):
+    g = guests()
+    challenged(engine, g)
+    if data:
+        g.peer.send(data)
+    else:
+        g.peer.shutdown(socket.SHUT_WR)
+    before = g.machine
+    assert engine.fire(g.fast.next_at) == [(g, READ, data)]
+    assert not engine.holds(g.fast) and g.machine == before
 
 
 def test_a_socket_that_takes_nothing_hands_the_challenge_back(engine, guests):

@@ -11,7 +11,9 @@
  *
  *   fire(now)        every session whose timer is due: steady_tick; a
  *                    challenge goes out with one send(2) on the session's
- *                    socket; its lateness goes to the session's samples;
+ *                    socket; its lateness goes to the session's samples; at
+ *                    an unanswered challenge's window the socket is read
+ *                    first (the answer may be waiting there);
  *   poll(epfd, max)  one epoll_wait(2) of the loop's guest sockets
  *                    (compute/guestio.py): an engine session's socket that
  *                    is only readable is read here (recv(2) of at most
@@ -348,7 +350,30 @@ static int hand(PyObject *out, PyObject *owner, int kind, PyObject *payload)
     return 0;
 }
 
-enum { HAND_TICK = 0, HAND_WRITE = 1, HAND_ERROR = 2 };
+enum { HAND_TICK = 0, HAND_WRITE = 1, HAND_ERROR = 2, HAND_READ = 3 };
+
+/* An unanswered challenge reached its window: its answer may be sitting in
+ * the socket, unread only because the loop ran late (the read pass comes
+ * after the timers when both are due). Read first, as the Python machine
+ * would be given the bytes before the tick: 1 the answer was taken, 0 the
+ * tick is Python's (nothing to read), -1 handed back with what was read (or
+ * a Python error is set, `*out` NULL). */
+static int read_first(Engine *e, Steady *s, double now, PyObject **out)
+{
+    double rtt = 0.0;
+    ssize_t n = recv(s->fd, e->rbuf, (size_t)e->read_size, MSG_DONTWAIT);
+    *out = NULL;
+    if (n < 0)
+        return 0;  /* nothing there (or an error the transport's own read meets) */
+    if (n > 0 && steady_answer(s, e->rbuf, (Py_ssize_t)n, now, &rtt)) {
+        e->answered++;
+        count_bytes(s->counters, (Py_ssize_t)n);
+        sample(s->rtt_append, rtt);
+        return 1;
+    }
+    *out = PyBytes_FromStringAndSize(e->rbuf, (Py_ssize_t)n);
+    return -1;
+}
 
 static PyObject *Engine_fire(Engine *self, PyObject *arg)
 {
@@ -389,7 +414,16 @@ static PyObject *Engine_fire(Engine *self, PyObject *arg)
             continue;
         }
         if (r == TICK_PYTHON) {
-            failed = hand(out, detach(self, s), HAND_TICK, Py_NewRef(Py_None)) < 0;
+            PyObject *data;
+            int got = read_first(self, s, now, &data);
+            if (got == 1) {
+                s->at = steady_next_at(s);
+                heap_push(self, s);
+            } else if (got == 0) {
+                failed = hand(out, detach(self, s), HAND_TICK, Py_NewRef(Py_None)) < 0;
+            } else {
+                failed = hand(out, detach(self, s), HAND_READ, data) < 0;
+            }
             continue;
         }
         if (r == TICK_ERROR) {
@@ -546,7 +580,7 @@ static PyMethodDef Engine_methods[] = {
     {"holds", (PyCFunction)Engine_holds, METH_O, "holds(fast) -> whether this engine serves it"},
     {"fire", (PyCFunction)Engine_fire, METH_O,
      "fire(now) -> [(owner, kind, payload)] handed back: 0 the Python machine's tick, "
-     "1 bytes the socket did not take, 2 an exception"},
+     "1 bytes the socket did not take, 2 an exception, 3 bytes read (b'': end of stream)"},
     {"poll", (PyCFunction)(void (*)(void))Engine_poll, METH_FASTCALL,
      "poll(epfd, maxevents) -> (owners handed back, [(fd, events, bytes read or None)])"},
     {NULL, NULL, 0, NULL}};

@@ -190,7 +190,7 @@ class GuestTransport(asyncio.Transport):
             return
         self._eof()
 
-    def _received(self, data: bytes) -> None:
+    def feed_read(self, data: bytes) -> None:
         """What a read by the steady engine gave (b"": end of stream)."""
         if data:
             self._protocol.data_received(data)  # type: ignore[attr-defined]
@@ -371,7 +371,7 @@ class GuestIO:
                 self._serve(t, fd, ev)
                 continue
             try:
-                t._received(data)  # the engine read it already
+                t.feed_read(data)  # the engine read it already
             except Exception:
                 LOG.exception("guest socket %d: error while serving it", fd)
                 t.abort()

@@ -194,7 +194,8 @@ class InstanceSession(GuestChannel):
 
     def engine_handback(self, kind: int, payload: Any) -> None:
         """The engine's timer pass met something else: the Python machine's
-        tick, bytes the socket did not take, or an error of ours."""
+        tick, input that is not the expected answer, bytes the socket did not
+        take, or an error of ours."""
         if self._fast is None:
             return
         if kind == steadyloop.TICK:
@@ -202,9 +203,12 @@ class InstanceSession(GuestChannel):
             self._timer = None
             self._on_timer()  # due at _timer_at, as the engine's timer was
             return
-        self._leave_fast()
-        if kind == steadyloop.WRITE:
-            transport = self.transport
+        self._leave_fast()  # the timer back on the wheel: the tick follows what was read
+        transport = self.transport
+        if kind == steadyloop.READ:
+            if isinstance(transport, guestio.GuestTransport):
+                transport.feed_read(payload)
+        elif kind == steadyloop.WRITE:
             if transport is not None and not transport.is_closing():
                 transport.write(payload)  # buffers it, or fails the channel
         else:

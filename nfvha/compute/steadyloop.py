@@ -33,7 +33,9 @@ class EngineSession(Protocol):
     def engine_handback(self, kind: int, payload: Any) -> None: ...
 
 
-TICK, WRITE, ERROR = 0, 1, 2  # what fire() hands back with (compute/_steadyio.c)
+# what fire() hands back with (compute/_steadyio.c): the Python machine's tick,
+# bytes the socket did not take, an exception, bytes read (b"": end of stream)
+TICK, WRITE, ERROR, READ = 0, 1, 2, 3
 
 
 class SteadyLoop:
