@@ -1,6 +1,8 @@
 """A slow fault injection (a kill sent over a loaded ssh link) must not eat the
 observation window, and its duration is recorded as the fault's uncertainty;
-a fault a probe sees before the injection's command returns is detected."""
+a fault a probe sees before the injection's command returns is detected;
+the fault waits for every probe's first sample (a probe that starts late
+still has a baseline), within a limit."""
 from __future__ import annotations
 
 import asyncio
@@ -111,3 +113,58 @@ async def test_an_injection_that_fails_leaves_no_fault_behind():
     else:
         raise AssertionError("the attacker's failure was swallowed")
     assert record.first("fault") is None
+
+
+class _StartsLate(_Sees):
+    """Its first sample comes `start_after` s in, as the node process monitor's
+    does on a loaded machine (pgrep over ssh, then the monitor's own session)."""
+
+    def __init__(self, attacker: _Remote, start_after: float,
+                 fails: Exception | None = None) -> None:
+        super().__init__(attacker)
+        self.start_after, self.fails = start_after, fails
+
+    async def run(self, record: Record, stop: asyncio.Event, on_change=None) -> None:
+        try:
+            await asyncio.wait_for(stop.wait(), self.start_after)
+            return                    # stopped before it ever started
+        except asyncio.TimeoutError:
+            pass
+        if self.fails is not None:
+            raise self.fails
+        await super().run(record, stop, on_change)
+
+
+async def test_the_fault_waits_for_a_probe_that_starts_late():
+    attacker = _Remote(0.0)
+    record = Record("late-probe", time.monotonic())
+    await execute(_plan("late-probe", record, _StartsLate(attacker, 0.4), attacker), record,
+                  Phases(baseline_s=0.05, observe_s=1.0, settle_s=0.0))
+    before = [s for s in record.samples if s.t < record.fault_at]
+    # a baseline of its own: the first sample, then baseline_s of them
+    assert before and record.fault_at - before[0].t >= 0.05
+    assert record.first("detected") is not None
+
+
+async def test_a_probe_that_cannot_start_stops_the_run_before_any_fault():
+    attacker = _Remote(0.0)
+    record = Record("no-probe", time.monotonic())
+    probe = _StartsLate(attacker, 0.05, LookupError("no process matches 'x' on node-a"))
+    try:
+        await execute(_plan("no-probe", record, probe, attacker), record,
+                      Phases(baseline_s=0.05, observe_s=1.0, settle_s=0.0))
+    except LookupError as exc:
+        assert "no process matches" in str(exc)
+    else:
+        raise AssertionError("the probe's failure was swallowed")
+    assert attacker.landed is None and record.first("fault") is None
+
+
+async def test_a_probe_that_never_samples_delays_the_fault_only_up_to_its_limit():
+    attacker = _Remote(0.0)
+    record = Record("silent-probe", time.monotonic())
+    t0 = time.monotonic()
+    await execute(_plan("silent-probe", record, _StartsLate(attacker, 60.0), attacker), record,
+                  Phases(baseline_s=0.05, observe_s=0.1, settle_s=0.0, ready_s=0.3))
+    assert record.fault_at - t0 >= 0.3 + 0.05
+    assert record.first("timeout") is not None

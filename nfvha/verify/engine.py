@@ -34,6 +34,7 @@ class Phases:
     baseline_s: float = 1.0       # samples before the fault: baseline latency, balancing
     observe_s: float = 10.0       # longest wait after the fault
     settle_s: float = 0.6         # after done(): long enough for a full recovery window
+    ready_s: float = 15.0         # longest wait for every probe's first sample
 
 
 @dataclass
@@ -54,11 +55,29 @@ class Outcome:
     extra: Dict[str, Any] = field(default_factory=dict)
 
 
+async def _first_samples(plan: Plan, record: Record, tasks: List[asyncio.Task],
+                         limit_s: float) -> None:
+    """Wait until every probe has sampled once: a probe that must first reach
+    its node (pgrep, then a monitor started over ssh) can take over a second
+    on a loaded machine, and a fault injected before it watches has no
+    baseline in that probe. Past `limit_s` the run goes on with what it has."""
+    names = {p.name for p, _ in plan.probes}
+    end = time.monotonic() + limit_s
+    while time.monotonic() < end:
+        for task in tasks:            # a probe that cannot start says why now
+            if task.done() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        if names <= {s.probe for s in record.samples}:
+            return
+        await asyncio.sleep(0.01)
+
+
 async def execute(plan: Plan, record: Record, phases: Phases) -> Measurement:
     stop = asyncio.Event()
     tasks = [asyncio.create_task(p.run(record, stop, cb)) for p, cb in plan.probes]
     tasks += [asyncio.create_task(w(stop)) for w in plan.watchers]
     try:
+        await _first_samples(plan, record, tasks, phases.ready_s)
         await asyncio.sleep(phases.baseline_s)
         # A remote attacker's command (kill over ssh) lands before it returns,
         # and a probe may see the fault land first: a provisional mark lets
