@@ -1,11 +1,12 @@
-"""The controller: the bus endpoint computes report to, and the delivery
-engine that takes every stored fault to every configured sink.
+"""The controller: the bus endpoint computes report to, and the REST API's
+view of the store. It composes the parts that do the work: delivery.py
+(every stored fault to every sink, leased in the store), hostwatch.py (the
+compute agents' liveness), servergroup_service.py (server-group messaging)
+and planned.py (Nova operations in progress).
 
-Order of work for a fault (the reason this class exists):
-1. validate; 2. commit event + one pending delivery per sink (store.py);
-3. ack the compute; 4. deliver to each sink in its own task, retried with
-backoff until the sink acks or rejects for good.  After a crash, ``start``
-resumes every delivery still pending in the store.
+Order of work for a fault: 1. validate (here); 2. commit event + one
+pending delivery per sink; 3. ack the compute; 4. deliver to each sink,
+retried until it acks or rejects for good (2 and 4: delivery.py).
 """
 from __future__ import annotations
 
@@ -16,26 +17,20 @@ import socket
 import time
 import uuid as uuidlib
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Callable, Iterable, Optional, TypeVar
 
 from nfvha.bus.inventory import inventory_digest
 from nfvha.controller import nova_notifications, validate
-from nfvha.controller.backoff import backoff_delay
-from nfvha.controller.hosts import (
-    SILENT,
-    UNKNOWN,
-    HostLiveness,
-    TooManyHosts,
-    Transition,
-)
+from nfvha.controller.delivery import Deliveries
+from nfvha.controller.hosts import HostLiveness
+from nfvha.controller.hostwatch import HostWatch, started_at_ok
 from nfvha.controller.metrics import ControllerMetrics
 from nfvha.controller.planned import PlannedOps
-from nfvha.controller.reporters import Reject, Reporter, Retry
+from nfvha.controller.reporters import Reporter
 from nfvha.controller.reporters.log import LogReporter
 from nfvha.controller.servergroup_service import ServerGroupService
 from nfvha.controller.store import Store
-from nfvha.controller.timeutil import iso, parse_utc, utcnow
 from nfvha.gctune import tune_gc
 
 LOG = logging.getLogger(__name__)
@@ -46,10 +41,6 @@ T = TypeVar("T")
 # of 600 s), and the margin for the way there and back.
 ACTION_WAIT_MAX_S = 600.0
 ACTION_MARGIN_S = 5.0
-
-# what a reporter sees of a stored event (no bookkeeping)
-_EVENT_KEYS = ("id", "instance_uuid", "host", "kind", "corrective_action", "detail",
-               "detected_at", "received_at")
 
 Listener = Callable[[dict[str, Any]], None]
 
@@ -75,7 +66,6 @@ class Controller:
         # so a restarted controller resumes its own deliveries at once; give
         # each controller its own id when several share one host and store.
         self.controller_id = controller_id or socket.gethostname()
-        self.lease_s = lease_s
         self.reporters: dict[str, Reporter] = {}
         for rep in (reporters if reporters is not None else [LogReporter()]):
             if rep.name in self.reporters:
@@ -86,45 +76,52 @@ class Controller:
         # config's groups (a list or mapping, servergroups.load_config).
         self.servergroups = ServerGroupService(bus)
         self._config_groups = server_groups
-        self.retry_base_s = retry_base_s
-        self.retry_max_s = retry_max_s
-        self.attempt_timeout_s = attempt_timeout_s
-        self._rand = rng or random.random
         self.metrics = ControllerMetrics(sinks=list(self.reporters),
                                          methods=sorted(self.BUS_METHODS))
         # Compute agents' liveness (their `alive` fanout); None: not tracked
         self.hosts: Optional[HostLiveness] = (
             HostLiveness(agent_down_after_s) if agent_down_after_s > 0 else None)
-        self._hosts_task: Optional[asyncio.Task[None]] = None
-        # Nova operations in progress (planned.py), fed by on_nova_notification;
-        # only once a notification listener runs is a fault held and checked
+        self.hostwatch = HostWatch(self.hosts, self.metrics, self._db, self._notify, bus)
+        # Nova operations in progress (planned.py), fed by on_nova_notification
         self.planned = PlannedOps(linger_s=planned_linger_s)
-        self.planned_grace_s = planned_grace_s
-        self.planned_active = False
+        self.deliveries = Deliveries(
+            self.reporters, self.metrics, self._db, self._lease_db, self._notify,
+            self.planned, controller_id=self.controller_id, lease_s=lease_s,
+            retry_base_s=retry_base_s, retry_max_s=retry_max_s,
+            attempt_timeout_s=attempt_timeout_s, planned_grace_s=planned_grace_s,
+            rand=rng or random.random)
         self.store: Optional[Store] = None
         self._executor: Optional[ThreadPoolExecutor] = None
-        self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
-        # deliveries whose sink is being called right now: stop() lets them end
-        # (cancelled, the sink may have it already and the next owner repeats it)
-        self._attempting: set[tuple[str, str]] = set()
-        self.stop_grace_s = min(attempt_timeout_s, 5.0)
         self._lease_executor: Optional[ThreadPoolExecutor] = None
-        self._done_meanwhile: Optional[set[tuple[str, str]]] = None  # during a claim
-        self._lease_task: Optional[asyncio.Task[None]] = None
-        self._unknown_sinks: set[tuple[str, str]] = set()
-        self._idle = asyncio.Event()
-        self._idle.set()
         self.listeners: list[Listener] = []
         self._actions: dict[str, asyncio.Future[dict[str, Any]]] = {}  # votes asked
         self.started = False
-        self._stopping = False
-        self._storing = 0  # fault() calls between the decision to own and the write
+
+    # Set from outside (the wiring, tests), kept where the work is done.
+    @property
+    def host_failure(self) -> Any:
+        """Host failure (hostfailure.py): tells a dead host from a dead agent
+        by a second signal; None: off. Set by the wiring (hostfailure.build)."""
+        return self.hostwatch.host_failure
+
+    @host_failure.setter
+    def host_failure(self, monitor: Any) -> None:
+        self.hostwatch.host_failure = monitor
+
+    @property
+    def planned_active(self) -> bool:
+        """A Nova notification listener runs: faults are held and checked
+        against the operations in progress before delivery."""
+        return self.deliveries.planned_active
+
+    @planned_active.setter
+    def planned_active(self, active: bool) -> None:
+        self.deliveries.planned_active = active
 
     # --- life cycle --------------------------------------------------------
     async def start(self) -> None:
         # SQLite serialises writers: one DB thread avoids "database is locked"
         sqlite = self.db_url.startswith("sqlite")
-        self._stopping = False
         self._executor = ThreadPoolExecutor(1 if sqlite else 4, thread_name_prefix="nfvha-db")
         # Lease renewal on a thread (and connection) of its own: a flood of
         # fault writes must not delay it past the lease, or another controller
@@ -133,17 +130,8 @@ class Controller:
             1, thread_name_prefix="nfvha-lease")
         self.store = await self._db(Store, self.db_url)
         await self.servergroups.start(self.store, self._db, self._config_groups)
-        resumed = await self._claim()
-        if resumed:
-            LOG.info("resumed %d pending deliveries", resumed)
-        self._lease_task = asyncio.create_task(self._lease_loop(), name="nfvha-leases")
-        if self.hosts is not None:
-            # hosts with instances on record must speak up, even if they died
-            # before we started
-            now, wall = time.monotonic(), utcnow()
-            for host in await self._db(self.store.hosts_with_instances):
-                self.hosts.expect(host, now, wall)
-            self._hosts_task = asyncio.create_task(self._hosts_loop(), name="nfvha-hosts")
+        await self.deliveries.start(self.store)
+        await self.hostwatch.start(self.store)
         for rep in self.reporters.values():
             started = getattr(rep, "controller_started", None)  # the recovery sink's sweep
             if started is not None:
@@ -153,82 +141,18 @@ class Controller:
         # The caller serves us on the bus (bus.serve_controller(controller)) once
         # start() returned, so no report arrives before the store is open.
 
-    async def _claim(self) -> int:
-        """Renew our leases, take over expired ones, start what is not running."""
-        assert self.store is not None
-        now = utcnow()
-        before = set(self._tasks)  # those spawned meanwhile may postdate the query
-        self._done_meanwhile = set()
-        assert self._lease_executor is not None
-        mine = await asyncio.get_running_loop().run_in_executor(
-            self._lease_executor, self.store.claim_pending, self.controller_id, now,
-            now + timedelta(seconds=self.lease_s))
-        done, self._done_meanwhile = self._done_meanwhile, None
-        started = 0
-        owned = set()
-        for ev, sink, attempts in mine:
-            owned.add((ev["id"], sink))
-            # pending when the query ran, finished since: not to be sent again
-            if (ev["id"], sink) not in self._tasks and (ev["id"], sink) not in done:
-                started += self._spawn(ev, sink, attempts, received_mono=None)
-        for key, task in list(self._tasks.items()):
-            if key in before and key not in owned and key not in self._attempting:
-                # our lease ran out (we or the database stalled) and another
-                # controller holds it now: two owners would deliver it twice
-                LOG.warning("delivery of %s to %s taken over by another controller", *key)
-                task.cancel()
-        return started
-
-    async def _lease_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.lease_s / 4)  # renew, and take over a dead one's
-            try:
-                taken = await self._claim()
-                if taken:
-                    LOG.info("took over %d pending deliveries", taken)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # store briefly unreachable: try again next round
-                LOG.exception("lease renewal failed")
-
     async def stop(self, release_leases: bool = True) -> None:
         """Stop delivering and hand over: a sink being called now gets up to
-        ``stop_grace_s`` to answer (so it is not told twice), the rest stays
-        pending in the store. With ``release_leases`` other controllers take
-        it over at their next claim, else when the leases run out (as after
-        a crash). A fault arriving meanwhile is stored for them, not sent."""
+        ``deliveries.stop_grace_s`` to answer (so it is not told twice), the
+        rest stays pending in the store. With ``release_leases`` other
+        controllers take it over at their next claim, else when the leases
+        run out (as after a crash). A fault arriving meanwhile is stored for
+        them, not sent."""
         self.started = False
-        self._stopping = True
+        self.deliveries.halt()
         await self.servergroups.stop()
-        if self._hosts_task is not None:
-            self._hosts_task.cancel()
-            await asyncio.gather(self._hosts_task, return_exceptions=True)
-            self._hosts_task = None
-        if self._lease_task is not None:
-            self._lease_task.cancel()
-            await asyncio.gather(self._lease_task, return_exceptions=True)
-            self._lease_task = None
-        attempting = [t for k, t in self._tasks.items() if k in self._attempting]
-        for k, t in list(self._tasks.items()):
-            if k not in self._attempting:
-                t.cancel()  # between attempts: nothing half-sent
-        if attempting:
-            await asyncio.wait(attempting, timeout=self.stop_grace_s)
-        tasks = list(self._tasks.values())
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        # A fault stored with our lease as stop() began: on a server database
-        # its write runs on another DB thread and may commit after the release
-        # below, leaving it leased to us until the lease runs out. Let it land.
-        deadline = time.monotonic() + self.stop_grace_s
-        while self._storing and time.monotonic() < deadline:
-            await asyncio.sleep(0.005)
-        if release_leases and self.store is not None:
-            try:
-                await self._db(self.store.release_leases, self.controller_id)
-            except Exception:  # the leases will simply run out
-                LOG.exception("releasing delivery leases")
+        await self.hostwatch.stop()
+        await self.deliveries.stop(release_leases)
         for rep in self.reporters.values():
             aclose = getattr(rep, "aclose", None)
             if aclose is not None:
@@ -250,6 +174,11 @@ class Controller:
             raise RuntimeError("controller not started")
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
+    async def _lease_db(self, fn: Callable[..., T], *args: Any) -> T:
+        """Like _db, on the lease thread (see start)."""
+        assert self._lease_executor is not None
+        return await asyncio.get_running_loop().run_in_executor(self._lease_executor, fn, *args)
+
     # --- bus endpoint: compute → controller ---------------------------------
     async def hello(self, host: str, instances: list[dict[str, Any]],
                     agent_started_at: Any = None) -> dict[str, Any]:
@@ -262,7 +191,7 @@ class Controller:
             self.metrics.invalid.labels("hello").inc()
             return {"ok": False, "error": "host must be a non-empty string"}
         records, errors = [], []
-        if not _started_at_ok(agent_started_at):
+        if not started_at_ok(agent_started_at):
             # the instance list still counts: refusing it would leave the
             # store behind what the compute runs
             errors.append("agent_started_at ignored: not a string of at most 64")
@@ -278,7 +207,7 @@ class Controller:
                         errors[:3])
         # the start time too: a hello is often a restarted agent's first word
         # to this controller, before its next `alive`
-        self._seen(host, agent_started_at, len(records))
+        self.hostwatch.seen(host, agent_started_at, len(records))
 
         def apply() -> None:
             assert self.store is not None
@@ -293,90 +222,14 @@ class Controller:
                                                  r.get("health"))
         return {"ok": not errors, "instances": len(records), "errors": errors}
 
-    # Host failure (hostfailure.py): tells a dead host from a dead agent by a
-    # second signal; None: off. Set by the wiring (hostfailure.build).
-    host_failure: Any = None
-
     async def alive(self, host: Any, agent_started_at: Any = None,
                     instances: Any = None, starved: Any = None,
                     management_address: Any = None) -> dict[str, Any]:
         """A compute agent's periodic sign of life (a fanout: every controller
         hears it), with the instances whose guests it finds starved of CPU
         and the address its host answers on (management network)."""
-        if not isinstance(host, str) or not host or len(host) > validate.MAX_HOST \
-                or not _started_at_ok(agent_started_at) \
-                or not isinstance(instances, (int, type(None))) or isinstance(instances, bool) \
-                or not _starved_ok(starved) \
-                or not (management_address is None or (
-                    isinstance(management_address, str) and len(management_address) <= 255
-                    and validate.is_text(management_address))):
-            self.metrics.invalid.labels("alive").inc()
-            return {"ok": False, "error": "host, agent_started_at, instances, starved and "
-                                          "management_address have the wrong type or size"}
-        if self.host_failure is not None:
-            self.host_failure.address_reported(host, management_address)
-        self._seen(host, agent_started_at, instances, starved)
-        if starved is not None:
-            self.metrics.starved.labels(host).set(len(starved))
-        return {"ok": True}
-
-    def _seen(self, host: str, agent_started_at: Optional[str] = None,
-              instances: Optional[int] = None, starved: Optional[list[str]] = None) -> None:
-        if self.hosts is None:
-            return
-        try:
-            tr = self.hosts.seen(host, time.monotonic(), utcnow(), agent_started_at,
-                                 instances, starved)
-        except TooManyHosts as exc:
-            self.metrics.invalid.labels("alive").inc()
-            LOG.warning("compute %r not tracked: %s", host, exc)
-            return
-        self.metrics.compute_last_seen.labels(host).set(time.time())
-        if tr is not None:
-            self._host_changed(tr)
-
-    def _host_changed(self, tr: Transition) -> None:
-        if tr.new == SILENT:
-            self.metrics.compute_up.labels(tr.host).set(0)
-            self.metrics.compute_silences.labels(tr.host).inc()
-            quiet = ("never heard since this controller started" if tr.quiet_s is None
-                     else f"silent for {tr.quiet_s:.1f} s")
-            LOG.warning("compute %s %s: its guests are not being heartbeated "
-                        "(agent down or hung, host down, or the bus cut)", tr.host, quiet)
-        else:
-            self.metrics.compute_up.labels(tr.host).set(1)
-            if tr.old == SILENT:
-                LOG.warning("compute %s reports again%s", tr.host,
-                            " (agent restarted)" if tr.restarted else "")
-            elif tr.restarted:
-                LOG.info("compute %s: agent restarted", tr.host)
-            else:
-                LOG.info("compute %s reporting", tr.host)
-        self._notify({"type": "host", "host": tr.host, "old": tr.old, "state": tr.new,
-                      "quiet_s": tr.quiet_s, "restarted": tr.restarted})
-        if self.host_failure is not None and self.hosts is not None:
-            if tr.new == SILENT:  # is the host down too? (a second signal decides)
-                rec = self.hosts.hosts.get(tr.host)
-                episode = (rec.agent_started_at or iso(rec.since) or "") if rec else ""
-                self.host_failure.agent_silent(tr.host, episode)
-            else:
-                self.host_failure.agent_up(tr.host)
-
-    async def _hosts_loop(self) -> None:
-        assert self.hosts is not None
-        # a scan of the hosts is cheap: a silence is flagged within 1/10 of
-        # the allowance (at most 0.25 s) after its deadline
-        step = min(0.25, self.hosts.down_after_s / 10)
-        try:
-            while True:
-                await asyncio.sleep(step)
-                for tr in self.hosts.check(time.monotonic(), utcnow()):
-                    self._host_changed(tr)
-                if self.host_failure is not None:
-                    self.host_failure.tick()  # rechecks of hosts whose agent stays silent
-        finally:
-            if self.host_failure is not None:  # stop(): no probe outlives the controller
-                await self.host_failure.aclose()
+        return self.hostwatch.alive(host, agent_started_at, instances, starved,
+                                    management_address)
 
     async def ask_computes_to_resync(self) -> None:
         """Called once this controller is on the bus: every compute agent sends
@@ -509,19 +362,7 @@ class Controller:
         and delivered like a fault, to every sink but ``skip_sinks``.
         Idempotent by id."""
         assert self.store is not None
-        ev = validate.fault_event(event)
-        sinks = [s for s in self.reporters if s not in set(skip_sinks)]
-        stored, created = await self._db(
-            self.store.record_fault, ev, sinks, None, self.controller_id,
-            utcnow() + timedelta(seconds=self.lease_s))
-        if not created:
-            return {"ok": True, "id": stored["id"], "duplicate": True}
-        self.metrics.faults.labels(stored["kind"]).inc()
-        self._notify({"type": "fault", "event": stored})
-        received_mono = time.monotonic()
-        for sink in sinks:
-            self._spawn(stored, sink, 0, received_mono)
-        return {"ok": True, "id": stored["id"]}
+        return await self.deliveries.emit(validate.fault_event(event), skip_sinks)
 
     # --- bus endpoint: server-group messaging (servergroup_service.py) --------
     async def sg_instances(self, host: Any, instances: Any) -> dict[str, Any]:
@@ -574,57 +415,9 @@ class Controller:
             ev_id = event.get("id") if isinstance(event, dict) else None
             return {"ok": False, "id": ev_id if isinstance(ev_id, str) else None,
                     "error": str(exc)}
-        stopping = self._stopping  # stored unowned: another controller delivers it
-        self._storing += 1
-        try:
-            stored, created = await self._db(
-                self.store.record_fault, ev, list(self.reporters), None,
-                None if stopping else self.controller_id, None,
-                None if stopping else self.lease_s)
-        finally:
-            self._storing -= 1
-        if not created:
-            self.metrics.duplicates.inc()
-            return {"ok": True, "id": stored["id"], "duplicate": True}
-        self.metrics.faults.labels(stored["kind"]).inc()
-        self._notify({"type": "fault", "event": stored})
-        if self._stopping:
-            if not stopping:  # stop() began while we stored it
-                await self._db(self.store.release_event, stored["id"], self.controller_id)
-            return {"ok": True, "id": stored["id"]}
-        for sink in self.reporters:
-            self._spawn(stored, sink, 0, received_mono)
-        return {"ok": True, "id": stored["id"]}
+        return await self.deliveries.accept(ev, received_mono)
 
-    # --- delivery ----------------------------------------------------------
-    def _spawn(self, ev: dict[str, Any], sink: str, attempts: int,
-               received_mono: Optional[float]) -> int:
-        key = (ev["id"], sink)
-        if key in self._tasks:
-            return 0
-        if sink not in self.reporters:
-            if key not in self._unknown_sinks:  # say it once, not every lease round
-                self._unknown_sinks.add(key)
-                LOG.warning("delivery of %s to %r stays pending: no such sink configured",
-                            ev["id"], sink)
-            return 0
-        self.metrics.pending.labels(sink).inc()
-        task = asyncio.create_task(self._deliver(ev, sink, attempts, received_mono),
-                                   name=f"deliver {sink} {ev['id']}")
-        self._tasks[key] = task
-        self._idle.clear()
-
-        def done(_t: asyncio.Task[None]) -> None:
-            self._tasks.pop(key, None)
-            if self._done_meanwhile is not None:
-                self._done_meanwhile.add(key)
-            self.metrics.pending.labels(sink).dec()
-            if not self._tasks:
-                self._idle.set()
-
-        task.add_done_callback(done)
-        return 1
-
+    # --- Nova notifications, listeners -------------------------------------
     async def on_nova_operation(self, note: dict[str, Any]) -> None:
         """Callback of this controller's own Nova notification listener
         (exchange ``nova``): the operations in progress (planned.py)."""
@@ -644,107 +437,6 @@ class Controller:
         await self.on_nova_operation(note)
         await self.servergroups.on_nova_notification(note)
 
-    async def _planned(self, ev: dict[str, Any], received_mono: Optional[float]) -> Optional[str]:
-        """Why the fault is a planned operation (after the grace), or None."""
-        if not self.planned_active:
-            return None
-        if received_mono is not None:
-            wait = received_mono + self.planned_grace_s - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-        return self.planned.explains(ev["instance_uuid"], time.monotonic())
-
-    async def _deliver(self, ev: dict[str, Any], sink: str, attempts: int,
-                       received_mono: Optional[float]) -> None:
-        assert self.store is not None
-        reporter = self.reporters[sink]
-        reason = await self._planned(ev, received_mono)
-        if reason is not None:
-            if await self._db_retry(self.store.mark_suppressed, ev["id"], sink, reason):
-                self.metrics.suppressed.labels(sink).inc()
-                LOG.info("%s not told of %s (%s on %s): %s", sink, ev["id"], ev["kind"],
-                         ev["instance_uuid"], reason)
-            self._notify({"type": "delivery", "event_id": ev["id"], "sink": sink,
-                          "status": "suppressed", "attempts": 0, "note": reason})
-            return
-        public = {k: ev[k] for k in _EVENT_KEYS}
-        failures = attempts
-        # a sink whose attempt may take longer (the recovery sink waits,
-        # gives notice, then acts) says so
-        timeout_s = getattr(reporter, "attempt_timeout_s", None) or self.attempt_timeout_s
-        key = (ev["id"], sink)
-        try:
-            while True:
-                if self._stopping:
-                    return  # pending: handed over
-                self._attempting.add(key)
-                if not await self._db_retry(self.store.confirm_lease, ev["id"], sink,
-                                            self.controller_id, self.lease_s):
-                    LOG.info("delivery of %s to %s is no longer ours (taken over, or done)",
-                             ev["id"], sink)
-                    return
-                self.metrics.attempts.labels(sink).inc()
-                try:
-                    # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a
-                    # cancel that races with the reporter finishing, and stop() hangs
-                    async with asyncio.timeout(timeout_s):
-                        note = await reporter.deliver(dict(public))
-                except Reject as exc:
-                    self.metrics.failures.labels(sink, "true").inc()
-                    LOG.warning("%s rejected %s: %s", sink, ev["id"], exc.reason)
-                    await self._db_retry(self.store.mark_rejected, ev["id"], sink, exc.reason)
-                    self._notify({"type": "delivery", "event_id": ev["id"], "sink": sink,
-                                  "status": "rejected", "attempts": failures + 1,
-                                  "error": exc.reason})
-                    return
-                except Exception as exc:  # Retry, timeout, or a bug in the reporter
-                    reason = exc.reason if isinstance(exc, Retry) else (
-                        f"timeout after {timeout_s}s" if isinstance(exc, asyncio.TimeoutError)
-                        else f"{type(exc).__name__}: {exc}")
-                    if not isinstance(exc, (Retry, asyncio.TimeoutError)):
-                        LOG.exception("reporter %s failed unexpectedly", sink)
-                    failures += 1
-                    self.metrics.failures.labels(sink, "false").inc()
-                    await self._db_retry(self.store.mark_failed_attempt, ev["id"], sink, reason)
-                    self._attempting.discard(key)  # waiting now: stop() need not wait
-                    if self._stopping:
-                        return
-                    delay = backoff_delay(failures, self.retry_base_s, self.retry_max_s,
-                                          self._rand())
-                    LOG.info("%s: attempt %d for %s failed (%s); next in %.3fs", sink, failures,
-                             ev["id"], reason, delay)
-                    await asyncio.sleep(delay)
-                    if self._stopping:  # belt and braces: never outlive stop()
-                        return
-                    continue
-                at = utcnow()
-                if received_mono is not None:
-                    latency = time.monotonic() - received_mono
-                else:  # resumed after a restart: only the wall clock spans it
-                    latency = (at - parse_utc(ev["received_at"])).total_seconds()
-                self.metrics.latency.labels(sink).observe(max(latency, 0.0))
-                await self._db_retry(self.store.mark_delivered, ev["id"], sink, note, at)
-                self._notify({"type": "delivery", "event_id": ev["id"], "sink": sink,
-                              "status": "delivered", "attempts": failures + 1, "note": note,
-                              "delivered_at": iso(at), "latency_s": latency})
-                return
-        finally:
-            self._attempting.discard(key)
-
-    async def _db_retry(self, fn: Callable[..., T], *args: Any) -> T:
-        """A bookkeeping write must land, or the sink hears the event again."""
-        failures = 0
-        while True:
-            try:
-                return await self._db(fn, *args)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                failures += 1
-                LOG.exception("store write failed (%d)", failures)
-                await asyncio.sleep(backoff_delay(failures, self.retry_base_s,
-                                                  self.retry_max_s, self._rand()))
-
     def _notify(self, what: dict[str, Any]) -> None:
         for listener in list(self.listeners):
             try:
@@ -754,7 +446,7 @@ class Controller:
 
     async def wait_idle(self, timeout: Optional[float] = None) -> None:
         """Wait until no delivery is in progress (tests, orderly shutdown)."""
-        await asyncio.wait_for(self._idle.wait(), timeout)
+        await self.deliveries.wait_idle(timeout)
 
     # --- queries (REST API) ------------------------------------------------
     async def list_instances(self) -> list[dict[str, Any]]:
@@ -768,44 +460,24 @@ class Controller:
 
     def _with_host_state(self, inst: dict[str, Any]) -> dict[str, Any]:
         # "silent": the heartbeat state shown is the last one heard, not news
-        inst["host_state"] = self.hosts.state(inst["host"]) if self.hosts is not None \
-            else UNKNOWN
+        inst["host_state"] = self.hostwatch.state(inst["host"])
         return inst
 
     async def list_hosts(self) -> list[dict[str, Any]]:
         """Every compute this controller has heard of or expects, with its
         instances on record."""
         assert self.store is not None
-        counts = await self._db(self.store.host_instance_counts)
-        known = dict(self.hosts.hosts) if self.hosts is not None else {}
-        out = []
-        for host in sorted(set(counts) | set(known)):
-            rec = known.get(host)
-            d = rec.as_dict() if rec is not None else {
-                "host": host, "state": UNKNOWN, "since": None, "last_seen_at": None,
-                "agent_started_at": None, "instances": None, "silences": 0, "restarts": 0,
-                "starved": []}
-            d["instances_on_record"] = counts.get(host, 0)
-            out.append(d)
-        return out
+        return await self.hostwatch.list_hosts()
 
     async def forget_host(self, host: str) -> bool:
         """An operator retired `host`: drop it and its instances on record,
         here and (by a fanout) in every other controller's view."""
         assert self.store is not None
-        dropped = await self._db(self.store.forget_host_instances_except, host, [])
-        known = self.host_retired(host)
-        if self.bus is not None:
-            await self.bus.fanout_controller("host_retired", host=host)
-        return known or dropped > 0
+        return await self.hostwatch.forget_host(host)
 
     def host_retired(self, host: Any) -> bool:
         """Bus endpoint too: another controller retired `host`."""
-        if not isinstance(host, str):
-            return False
-        known = self.hosts.forget(host) if self.hosts is not None else False
-        self.metrics.forget_host(host)
-        return known
+        return self.hostwatch.retired(host)
 
     async def list_events(self, since: Optional[datetime] = None,
                           limit: int = 1000) -> list[dict[str, Any]]:
@@ -840,16 +512,3 @@ def _guest_deadline_s(inst: dict[str, Any], event_type: str, notification_type: 
             and 0 < secs <= ACTION_WAIT_MAX_S:
         return float(secs)
     return ACTION_WAIT_MAX_S
-
-
-def _started_at_ok(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and len(value) <= 64)
-
-
-MAX_STARVED_LISTED = 10000  # instances one agent may list as starved
-
-
-def _starved_ok(value: Any) -> bool:
-    return value is None or (
-        isinstance(value, list) and len(value) <= MAX_STARVED_LISTED
-        and all(isinstance(u, str) and 0 < len(u) <= 64 for u in value))
