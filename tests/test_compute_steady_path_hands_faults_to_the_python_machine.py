@@ -86,3 +86,10 @@ async def test_the_option_decides_whether_the_agent_uses_the_path(sock_dir: Path
     finally:
         await stack.stop()
         await sim.stop()
+
+
+def test_an_agent_without_the_extension_says_so_when_the_path_is_wanted() -> None:
+    said = steady.unavailable_warning(True, available=False)
+    assert said is not None and "not built" in said and "C compiler" in said
+    assert steady.unavailable_warning(False, available=False) is None  # turned off on purpose
+    assert steady.unavailable_warning(True, available=True) is None

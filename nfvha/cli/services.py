@@ -258,6 +258,10 @@ async def start_stack(conf: cfg.ConfigOpts, *, controller: bool, compute: bool,
                 source=build_source(conf), read_batch_ms=hb.read_batch_ms,
                 **messaging_options(conf))
             stack.compute.hooks.steady = hb.steady_path
+            from nfvha.compute import steady
+            missing = steady.unavailable_warning(hb.steady_path)
+            if missing:
+                LOG.warning("%s", missing)
             if conf.compute.metrics_listen:  # a bad address stops us before any guest
                 try:
                     stack.compute.serve_metrics(conf.compute.metrics_listen)

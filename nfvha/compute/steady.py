@@ -42,6 +42,17 @@ except ImportError:  # built without a C compiler: the Python machine only
 
 AVAILABLE = _steady is not None
 
+
+def unavailable_warning(wanted: bool, available: bool = AVAILABLE) -> str | None:
+    """What an agent asked to run the steady path says at start when the
+    extension was not built (the fallback is silent otherwise)."""
+    if not wanted or available:
+        return None
+    return ("[heartbeat] steady_path is on but nfvha's C extension "
+            "(nfvha.compute._steady) is not built: every heartbeat runs on the "
+            "Python machine, about three times the CPU. Install a C compiler and "
+            "the Python headers, then reinstall nfvha")
+
 if _steady is not None:
     _steady.configure(version=hb.VERSION, revision=hb.REVISION, nonce_max=host.NONCE_MAX,
                       log_msg_max=hb.LOG_MSG_MAX,
