@@ -53,6 +53,7 @@ def unavailable_warning(wanted: bool, available: bool = AVAILABLE) -> str | None
             "Python machine, about three times the CPU. Install a C compiler and "
             "the Python headers, then reinstall nfvha")
 
+
 if _steady is not None:
     _steady.configure(version=hb.VERSION, revision=hb.REVISION, nonce_max=host.NONCE_MAX,
                       log_msg_max=hb.LOG_MSG_MAX,
