@@ -55,6 +55,13 @@ class Outcome:
     extra: Dict[str, Any] = field(default_factory=dict)
 
 
+def _raise_failed(tasks: List[asyncio.Task]) -> None:
+    """Raise the exception of the first probe or watcher task that failed."""
+    for task in tasks:
+        if task.done() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+
+
 async def _first_samples(plan: Plan, record: Record, tasks: List[asyncio.Task],
                          limit_s: float) -> None:
     """Wait until every probe has sampled once: a probe that must first reach
@@ -64,9 +71,7 @@ async def _first_samples(plan: Plan, record: Record, tasks: List[asyncio.Task],
     names = {p.name for p, _ in plan.probes}
     end = time.monotonic() + limit_s
     while time.monotonic() < end:
-        for task in tasks:            # a probe that cannot start says why now
-            if task.done() and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+        _raise_failed(tasks)          # a probe that cannot start says why now
         if names <= {s.probe for s in record.samples}:
             return
         await asyncio.sleep(0.01)
@@ -98,9 +103,7 @@ async def execute(plan: Plan, record: Record, phases: Phases) -> Measurement:
         end = returned + phases.observe_s
         while time.monotonic() < end and not plan.done(record):
             await asyncio.sleep(0.02)
-            for task in tasks:            # a crashed probe must not pass silently
-                if task.done() and task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
+            _raise_failed(tasks)          # a crashed probe must not pass silently
         if plan.done(record):
             await asyncio.sleep(phases.settle_s)
         else:
